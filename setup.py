@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="eagle",
+    version="0.1.0",
+    description="Peer-to-peer container image distribution over BitTorrent",
+    long_description=open("README.rst").read(),
+    python_requires=">=3.11",
+    packages=find_packages(include=["eagle", "eagle.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["eagle_plugins.py"]},
+    install_requires=[
+        "twisted>=23.10",
+        "klein>=23.5",
+        "treq>=23.11",
+        "libtorrent>=2.0.9",
+        "txredisapi>=1.4.10",
+        "boto3>=1.28",
+        "service-identity>=23.1",
+        "pyyaml>=6.0",
+        "prometheus-client>=0.19",
+    ],
+    extras_require={"test": ["hypothesis>=6.90", "ruff>=0.6"]},
+    entry_points={"console_scripts": ["eagle = eagle.cli:main"]},
+)
