@@ -18,6 +18,7 @@ setup(
         "service-identity>=23.1",
         "pyyaml>=6.0",
         "prometheus-client>=0.19",
+        "dacite>=1.8",
     ],
     extras_require={"test": ["hypothesis>=6.90", "ruff>=0.6"]},
     entry_points={"console_scripts": ["eagle = eagle.cli:main"]},

@@ -1,0 +1,85 @@
+"""Daemon configuration: YAML files read into dataclasses, with clear errors.
+
+Every key has a default that suits one host running the demo; a config file names
+only what differs. Unknown keys are errors, so that a typo is not silently ignored.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+import dacite
+import yaml
+
+
+class ByteSize(int):
+    """A size in bytes, written in YAML as a number or as ``512MiB``, ``10GB``..."""
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(value) -> ByteSize:
+    if isinstance(value, int):
+        return ByteSize(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", str(value).lower())
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    number, unit, binary = match.groups()
+    base = 1024 ** "_kmgt".index(unit) if binary and unit else _UNITS[unit]
+    return ByteSize(int(float(number) * base))
+
+
+@dataclass
+class Registry:
+    """An origin registry: ``host`` as clients name it (``ns``), ``url`` to reach it."""
+
+    host: str
+    url: str
+
+
+@dataclass
+class TrackerConfig:
+    listen: str = "tcp:7070:interface=127.0.0.1"
+    interval: int = 15  # seconds between a peer's announces
+
+
+@dataclass
+class NodeConfig:
+    """An agent, proxy or seeder: the parts that hold blobs."""
+
+    listen: str = "tcp:5050:interface=127.0.0.1"
+    data_dir: str = "/var/lib/eagle"
+    cache_size: ByteSize = ByteSize(10 * 1024**3)
+    registries: list[Registry] = field(default_factory=list)
+    default_registry: str | None = None
+    seeders: list[str] = field(default_factory=list)
+    trackers: list[str] = field(default_factory=list)
+    bittorrent_listen: str = "0.0.0.0:6881"
+    labels: dict[str, str] = field(default_factory=dict)
+    # Blobs smaller than this come over HTTP: a swarm costs more than it saves.
+    swarm_min_size: ByteSize = ByteSize(1024 * 1024)
+    libtorrent: dict = field(default_factory=dict)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load(path: str, kind: type):
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    return from_dict(data, kind, path)
+
+
+def from_dict(data: dict, kind: type, where: str = "config"):
+    try:
+        return dacite.from_dict(
+            kind,
+            data,
+            dacite.Config(strict=True, type_hooks={ByteSize: parse_size}),
+        )
+    except (dacite.DaciteError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None

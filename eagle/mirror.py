@@ -1,0 +1,185 @@
+"""The registry API (OCI distribution, read side) that container engines pull from.
+
+Agents and proxies serve it to engines; seeders serve its blob part to agents.
+Manifests and tag lists pass through to the origin untouched; blobs come from the
+cache or from one shared fetch. Every error this code makes is OCI JSON.
+"""
+
+import re
+
+from klein import Klein
+from twisted.logger import Logger
+
+from eagle import digest as names
+from eagle import errors
+from eagle.blobs import Blobs
+from eagle.fetch import (
+    MANIFEST_HEADERS,
+    MANIFEST_LIMIT,
+    read_limited,
+    request_headers,
+)
+from eagle.ranges import parse_range
+from eagle.streaming import send_body
+from eagle.upstream import BlobRef, Upstreams
+
+_ROUTE = re.compile(r"(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)")
+MAX_URI = 4096
+MAX_HEADER_VALUE = 8192
+
+
+def query(request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise errors.RegistryError(
+            400, "UNSUPPORTED", f"{name} must be ASCII"
+        ) from None
+
+
+def write_error(request, error: errors.RegistryError) -> bytes:
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", b"application/json")
+    for name, value in error.headers:
+        request.setHeader(name.encode(), value.encode())
+    return b"" if request.method == b"HEAD" else error.body()
+
+
+def write_upstream(request, answer: errors.UpstreamAnswer) -> bytes:
+    request.setResponseCode(answer.status)
+    for name, values in answer.headers:
+        request.responseHeaders.setRawHeaders(name, values)
+    request.setHeader(b"Content-Length", str(len(answer.body)).encode())
+    return answer.body
+
+
+class Mirror:
+    """Registry API v2 routes over a set of upstreams and a blob store."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, upstreams: Upstreams, blobs: Blobs, http, reactor):
+        self.upstreams = upstreams
+        self.blobs = blobs
+        self.http = http
+        self.reactor = reactor
+        self.served = {"blobs": 0, "manifests": 0}
+
+    def resource(self):
+        return self.app.resource()
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def base(self, request):
+        request.setHeader(b"Docker-Distribution-API-Version", b"registry/2.0")
+        request.setHeader(b"Content-Type", b"application/json")
+        return b"{}"
+
+    @app.route(
+        "/v2/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    )
+    async def v2(self, request, rest):
+        request.setHeader(b"Docker-Distribution-API-Version", b"registry/2.0")
+        try:
+            return await self._dispatch(request)
+        except errors.RegistryError as e:
+            return write_error(request, e)
+        except errors.UpstreamAnswer as e:
+            return write_upstream(request, e)
+        except Exception:
+            self.log.failure("unexpected error serving {uri}", uri=request.uri[:200])
+            return write_error(
+                request, errors.RegistryError(500, "UNKNOWN", "internal error")
+            )
+
+    async def _dispatch(self, request, path: str):
+        if len(request.uri) > MAX_URI:
+            raise errors.RegistryError(414, "UNSUPPORTED", "request URI too long")
+        if request.method not in (b"GET", b"HEAD"):
+            raise errors.unsupported("this registry is a read-only mirror")
+        match = _ROUTE.fullmatch(path)
+        if match is None:
+            raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
+        upstream = self.upstreams.select(query(request, "ns"))
+        repository = upstream.repository(names.repository(match["name"]))
+        kind, ref = match["kind"], match["ref"]
+        if kind == "blobs":
+            ref = BlobRef(
+                upstream, repository, names.blob_digest(ref), authorization(request)
+            )
+            return await self.blob(request, ref)
+        if kind == "manifests":
+            url = upstream.manifest_url(repository, names.reference(ref))
+            self.served["manifests"] += 1
+        elif ref == "list":
+            url = f"{upstream.url}/v2/{repository}/tags/list"
+            if request.args:
+                url += "?" + request.uri.split(b"?", 1)[1].decode("ascii", "replace")
+        else:
+            raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
+        return await self.forward(request, url, upstream.host)
+
+    async def forward(self, request, url: str, source: str):
+        """Pass a small request (manifest, tag list) to the origin and its answer back
+        byte for byte, with the client's content negotiation and credentials."""
+        accept = request.requestHeaders.getRawHeaders(b"Accept", [])
+        headers = request_headers(authorization(request), accept)
+        try:
+            response = await self.http.request(
+                request.method.decode(), url, headers=headers, timeout=30
+            )
+        except Exception as e:
+            raise errors.upstream_unavailable(source, str(e)[:200]) from None
+        body = await read_limited(response, MANIFEST_LIMIT, self.reactor)
+        request.setResponseCode(response.code)
+        for name in MANIFEST_HEADERS:
+            values = response.headers.getRawHeaders(name)
+            if values:
+                request.responseHeaders.setRawHeaders(name, values)
+        length = response.headers.getRawHeaders(b"Content-Length")
+        if request.method == b"HEAD" and length:
+            request.setHeader(b"Content-Length", length[0])
+        else:
+            request.setHeader(b"Content-Length", str(len(body)).encode())
+        return body
+
+    async def blob(self, request, ref: BlobRef):
+        if request.method == b"HEAD" and not self.blobs.cache.has(ref.hex):
+            # A miss is resolved upstream: ask the origin, fetch nothing yet.
+            return await self.forward(
+                request,
+                ref.upstream.blob_url(ref.repository, ref.digest),
+                ref.upstream.host,
+            )
+        transfer = await self.blobs.open(ref)
+        size = transfer.size
+        span = parse_range(request.getHeader(b"Range"), size)
+        first, last = span if span else (0, size - 1)
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        request.setHeader(b"Docker-Content-Digest", str(ref.digest).encode())
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"Content-Length", str(last - first + 1).encode())
+        if span:
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", f"bytes {first}-{last}/{size}".encode())
+        if request.method == b"HEAD" or size == 0:
+            if not transfer.ended:
+                await transfer.ended_deferred()
+            return b""
+        self.served["blobs"] += 1
+        self.blobs.cache.pin(ref.hex)
+        try:
+            await send_body(request, transfer, first, last)
+        finally:
+            self.blobs.cache.unpin(ref.hex)
+        return None
+
+
+def authorization(request) -> bytes | None:
+    value = request.getHeader(b"Authorization")
+    if value is not None and len(value) > MAX_HEADER_VALUE:
+        raise errors.RegistryError(400, "UNSUPPORTED", "Authorization header too long")
+    return value

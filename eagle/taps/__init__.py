@@ -1,0 +1,197 @@
+"""The daemons, each built from its YAML config as a tree of services, for
+``twist eagle-tracker|eagle-seeder|eagle-agent|eagle-proxy``."""
+
+import json
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import treq
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet.threads import deferToThreadPool
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
+
+from eagle import config
+from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
+from eagle.cache import BlobCache
+from eagle.mirror import Mirror
+from eagle.seeder import Seeder, SeederAPI
+from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
+from eagle.torrent import Metainfo
+from eagle.tracker.server import Tracker, purge_service
+from eagle.tracker.store import MemoryPeerStore
+from eagle.upstream import Upstream, Upstreams
+from eagle.web import site
+
+
+class Options(usage.Options):
+    optParameters = [["config", "c", None, "YAML configuration file"]]
+
+    def postOptions(self):
+        if not self["config"]:
+            raise usage.UsageError("--config is required")
+
+
+def _reactor():
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def tracker_urls(trackers: list[str], labels: dict, seeder: bool = False) -> list[str]:
+    """Announce URLs carrying this host's topology labels in their query."""
+    extra = dict(labels)
+    if seeder:
+        extra["role"] = "seeder"
+    urls = []
+    for url in trackers:
+        parts = urlsplit(url)
+        query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
+        urls.append(urlunsplit(parts._replace(query=query)))
+    return urls
+
+
+class _ThreadPoolService(Service):
+    """A thread pool that lives exactly as long as its daemon."""
+
+    def __init__(self, reactor, size: int, name: str):
+        self.pool = ThreadPool(minthreads=0, maxthreads=size, name=name)
+        self.reactor = reactor
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+    def run(self, f, *args):
+        return deferToThreadPool(self.reactor, self.pool, f, *args)
+
+
+class _StatusResource(Resource):
+    """``/eagle/stats``: what this daemon has moved, as JSON."""
+
+    isLeaf = True
+
+    def __init__(self, stats):
+        super().__init__()
+        self._stats = stats
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(self._stats(), indent=1).encode()
+
+
+def _http_client(reactor) -> treq.HTTPClient:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    return treq.HTTPClient(Agent(reactor, pool=pool))
+
+
+def _upstreams(cfg: config.NodeConfig) -> Upstreams:
+    return Upstreams(
+        [Upstream(r.host, r.url.rstrip("/")) for r in cfg.registries],
+        cfg.default_registry,
+    )
+
+
+def _node(cfg: config.NodeConfig, role: str, reactor=None):
+    """The parts agents, proxies and seeders share."""
+    reactor = reactor or _reactor()
+    top = MultiService()
+    swarm = None
+    if role != "proxy":
+        swarm = Swarm(
+            reactor,
+            listen=cfg.bittorrent_listen,
+            peer_id=SEEDER_PEER_ID if role == "seeder" else AGENT_PEER_ID,
+            trackers=tracker_urls(cfg.trackers, cfg.labels, seeder=role == "seeder"),
+            settings=cfg.libtorrent,
+        )
+        swarm.setServiceParent(top)
+    cache = BlobCache(
+        cfg.data_dir,
+        cfg.cache_size,
+        on_evict=swarm.remove_blob if swarm else lambda hex_: None,
+    )
+    http = _http_client(reactor)
+    traffic = Traffic()
+    seeders = [] if role == "seeder" else cfg.seeders
+    http_source = HTTPSource(http, reactor, cache, seeders, traffic)
+    source = http_source
+    if role == "agent":
+        source = SwarmSource(swarm, http_source, cfg.swarm_min_size)
+    blobs = Blobs(cache, source)
+    mirror = Mirror(_upstreams(cfg), blobs, http, reactor)
+
+    def stats():
+        return {
+            "role": role,
+            "received": dict(traffic.received),
+            "served": mirror.served,
+            "cache": {"blobs": len(cache.lru), "bytes": cache.lru.total},
+            "bittorrent_port": swarm.listen_port if swarm and swarm.running else None,
+        }
+
+    children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
+    return top, swarm, blobs, children, reactor
+
+
+def _status_tree(stats) -> Resource:
+    tree = Resource()
+    tree.putChild(b"stats", _StatusResource(stats))
+    return tree
+
+
+def make_tracker(options) -> MultiService:
+    cfg = config.load(options["config"], config.TrackerConfig)
+    reactor = _reactor()
+    store = MemoryPeerStore(reactor)
+    tracker = Tracker(store, interval=cfg.interval)
+    top = MultiService()
+    strports.service(cfg.listen, site({b"": tracker.app.resource()})).setServiceParent(
+        top
+    )
+    purge_service(store, cfg.interval).setServiceParent(top)
+    return top
+
+
+def make_seeder(options) -> MultiService:
+    cfg = config.load(options["config"], config.NodeConfig)
+    top, swarm, blobs, children, reactor = _node(cfg, "seeder")
+    threads = _ThreadPoolService(reactor, 2, "eagle-seeder-hashing")
+    threads.setServiceParent(top)
+    seeder = Seeder(blobs, swarm, _upstreams(cfg), threads.run)
+    children[b"torrents"] = SeederAPI(seeder).resource()
+    strports.service(cfg.listen, site(children)).setServiceParent(top)
+    reactor.callWhenRunning(_seed_cache, swarm, blobs.cache)
+    return top
+
+
+def _make_node(options, role: str) -> MultiService:
+    cfg = config.load(options["config"], config.NodeConfig)
+    top, swarm, blobs, children, reactor = _node(cfg, role)
+    if swarm is not None:
+        reactor.callWhenRunning(_seed_cache, swarm, blobs.cache)
+    strports.service(cfg.listen, site(children)).setServiceParent(top)
+    return top
+
+
+def _seed_cache(swarm: Swarm, cache: BlobCache) -> None:
+    """Seed every cached blob whose torrent we have, e.g. after a restart."""
+    for hex_ in cache.list():
+        data = cache.load_torrent(hex_)
+        if data is not None:
+            swarm.seed(Metainfo.parse(data, hex_), cache.blobs)
+
+
+def make_agent(options) -> MultiService:
+    return _make_node(options, "agent")
+
+
+def make_proxy(options) -> MultiService:
+    return _make_node(options, "proxy")

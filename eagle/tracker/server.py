@@ -1,0 +1,156 @@
+"""The tracker's HTTP face: BitTorrent announce and scrape, over a peer store."""
+
+import ipaddress
+import json
+import random
+import struct
+
+import libtorrent as lt
+from klein import Klein
+from twisted.application.internet import TimerService
+from twisted.logger import Logger
+
+from eagle.tracker.peers import LEVELS, Peer, order_peers
+from eagle.tracker.store import IPeerStore
+
+MAX_NUMWANT = 200
+DEFAULT_NUMWANT = 50
+MAX_LABEL_LENGTH = 64
+
+
+class AnnounceError(ValueError):
+    """An announce we cannot accept; its text goes back as the failure reason."""
+
+
+def _one(args: dict, name: str, default: bytes | None = None) -> bytes:
+    values = args.get(name.encode())
+    if not values:
+        if default is None:
+            raise AnnounceError(f"missing {name}")
+        return default
+    return values[0]
+
+
+def _number(args: dict, name: str, default: int | None = None) -> int:
+    raw = _one(args, name, None if default is None else str(default).encode())
+    if not raw.isdigit() or len(raw) > 20:
+        raise AnnounceError(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def parse_announce(args: dict, client_ip: str) -> tuple[bytes, Peer, str, int]:
+    """Check an announce's query and return (infohash, peer, event, numwant)."""
+    infohash = _one(args, "info_hash")
+    if len(infohash) != 20:
+        raise AnnounceError("info_hash must be 20 bytes")
+    peer_id = _one(args, "peer_id")
+    if len(peer_id) != 20:
+        raise AnnounceError("peer_id must be 20 bytes")
+    port = _number(args, "port")
+    if not 0 < port < 65536:
+        raise AnnounceError("port must be between 1 and 65535")
+    left = _number(args, "left", 1)
+    event = _one(args, "event", b"").decode("ascii", "replace")
+    numwant = min(_number(args, "numwant", DEFAULT_NUMWANT), MAX_NUMWANT)
+    labels = {}
+    for level in LEVELS:
+        value = args.get(level.encode())
+        if value:
+            if len(value[0]) > MAX_LABEL_LENGTH:
+                raise AnnounceError(f"{level} label too long")
+            labels[level] = value[0].decode("utf-8", "replace")
+    peer = Peer(
+        peer_id=peer_id,
+        ip=client_ip,
+        port=port,
+        complete=left == 0,
+        seeder=_one(args, "role", b"") == b"seeder",
+        labels=labels,
+    )
+    return infohash, peer, event, numwant
+
+
+def compact(peers: list[Peer]) -> tuple[bytes, bytes]:
+    """BEP 23 and BEP 7 compact lists: (IPv4 peers, IPv6 peers)."""
+    v4, v6 = [], []
+    for peer in peers:
+        address = ipaddress.ip_address(peer.ip)
+        packed = address.packed + struct.pack("!H", peer.port)
+        (v4 if address.version == 4 else v6).append(packed)
+    return b"".join(v4), b"".join(v6)
+
+
+class Tracker:
+    """Announce and scrape handlers. The peer store is shared by all trackers."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, store: IPeerStore, interval: int = 15, rng=None):
+        self.store = store
+        self.interval = interval
+        self.rng = rng or random.Random()
+        self.announces = 0
+
+    @property
+    def peer_ttl(self) -> int:
+        # A peer that misses two announces in a row is gone.
+        return 3 * self.interval
+
+    def _reply(self, request, body: dict) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain")
+        return lt.bencode(body)
+
+    @app.route("/announce", methods=["GET"])
+    async def announce(self, request):
+        try:
+            infohash, peer, event, numwant = parse_announce(
+                request.args, request.getClientAddress().host
+            )
+        except AnnounceError as e:
+            return self._reply(request, {"failure reason": str(e)})
+        self.announces += 1
+        if event == "stopped":
+            await self.store.leave(infohash, peer)
+            return self._reply(request, {"interval": self.interval, "peers": b""})
+        await self.store.announce(infohash, peer, self.peer_ttl)
+        swarm = await self.store.peers(infohash)
+        chosen = order_peers(peer, swarm, numwant, self.rng)
+        peers4, peers6 = compact(chosen)
+        complete = sum(1 for p in swarm if p.complete)
+        return self._reply(
+            request,
+            {
+                "interval": self.interval,
+                "min interval": max(1, self.interval // 3),
+                "complete": complete,
+                "incomplete": len(swarm) - complete,
+                "peers": peers4,
+                "peers6": peers6,
+            },
+        )
+
+    @app.route("/scrape", methods=["GET"])
+    async def scrape(self, request):
+        files = {}
+        for infohash in request.args.get(b"info_hash", [])[:MAX_NUMWANT]:
+            if len(infohash) != 20:
+                return self._reply(request, {"failure reason": "bad info_hash"})
+            swarm = await self.store.peers(infohash)
+            complete = sum(1 for p in swarm if p.complete)
+            files[infohash] = {
+                "complete": complete,
+                "incomplete": len(swarm) - complete,
+                "downloaded": complete,
+            }
+        return self._reply(request, {"files": files})
+
+    @app.route("/status", methods=["GET"])
+    def status(self, request):
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"announces": self.announces}).encode()
+
+
+def purge_service(store: IPeerStore, interval: float) -> TimerService:
+    """Drop expired peers now and then, also from swarms nobody asks about."""
+    return TimerService(interval, store.purge)
