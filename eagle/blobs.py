@@ -226,14 +226,8 @@ class SwarmSource:
         transfer = Transfer(str(ref.digest), metainfo.size, path, "swarm")
         progress = PieceProgress(metainfo.size, metainfo.piece_length)
         hasher = _PrefixHasher(path)
-        clock = self.http_source.reactor
-        last_sample = [clock.seconds()]
-
         def on_piece(piece: int) -> None:
             available = progress.add(piece)
-            if clock.seconds() - last_sample[0] > 1:
-                last_sample[0] = clock.seconds()
-                self.swarm.sample(metainfo.infohash)
             try:
                 hasher.advance(available)
             except OSError as e:

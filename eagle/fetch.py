@@ -5,7 +5,7 @@ import hashlib
 import os
 import secrets
 
-import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -130,7 +130,7 @@ def request_headers(authorization: bytes | None, accept: list[bytes] = ()) -> He
 
 
 async def open_blob(
-    http: treq.HTTPClient,
+    http: HTTPClient,
     reactor,
     url: str,
     headers: Headers,

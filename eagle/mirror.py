@@ -79,12 +79,13 @@ class Mirror:
         return b"{}"
 
     @app.route(
-        "/v2/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        "/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
     )
     async def v2(self, request, rest):
+        """Everything under ``/v2/``: this resource is mounted there."""
         request.setHeader(b"Docker-Distribution-API-Version", b"registry/2.0")
         try:
-            return await self._dispatch(request)
+            return await self._dispatch(request, rest)
         except errors.RegistryError as e:
             return write_error(request, e)
         except errors.UpstreamAnswer as e:

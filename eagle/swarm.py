@@ -17,6 +17,7 @@ from eagle.torrent import Metainfo
 
 AGENT_PEER_ID = "-EA0100-"
 SEEDER_PEER_ID = "-ES0100-"
+SEEDER_ID = SEEDER_PEER_ID.encode()
 
 ALERTS = (
     lt.alert_category.error
@@ -24,7 +25,9 @@ ALERTS = (
     | lt.alert_category.storage
     | lt.alert_category.piece_progress
     | lt.alert_category.tracker
+    | lt.alert_category.block_progress
 )
+BLOCK = 16 * 1024
 
 
 def session_settings(listen: str, peer_id: str, overrides: dict) -> dict:
@@ -74,7 +77,14 @@ class _Torrent:
     on_finished: Callable[[], None] | None = None
     on_error: Callable[[str], None] | None = None
     moved: Deferred | None = None
-    peer_bytes: dict = field(default_factory=dict)  # (endpoint, pid) -> bytes
+    piece_length: int = 0
+    size: int = 0
+    received: dict = field(default_factory=lambda: {"seeder": 0, "peer": 0})
+    # Pieces that passed their hash check but may sit in libtorrent's write cache,
+    # and those in the flush under way; see Swarm._flush.
+    unflushed: list = field(default_factory=list)
+    flushing: list | None = None
+    finished: bool = False
 
 
 class Swarm(Service):
@@ -128,7 +138,10 @@ class Swarm(Service):
         for alert in self.session.pop_alerts():
             handler = getattr(self, "_on_" + type(alert).__name__, None)
             if handler is not None:
-                handler(alert)
+                try:
+                    handler(alert)
+                except Exception:
+                    self.log.failure("handling {alert}", alert=type(alert).__name__)
 
     def _torrent_of(self, alert) -> _Torrent | None:
         try:
@@ -136,17 +149,51 @@ class Swarm(Service):
         except RuntimeError:  # the handle's torrent is already gone
             return None
 
+    # A finished piece has passed its hash check, but libtorrent may still hold it
+    # in its write cache: the file does not have it yet. Readers of the file learn
+    # of pieces only once a flush that began after the piece finished has ended.
+    # Flushes are batched: pieces that finish during one wait for the next.
+
     def _on_piece_finished_alert(self, alert) -> None:
         torrent = self._torrent_of(alert)
         if torrent and torrent.on_piece:
-            torrent.on_piece(alert.piece_index)
+            torrent.unflushed.append(alert.piece_index)
+            self._flush(torrent)
 
     def _on_torrent_finished_alert(self, alert) -> None:
         torrent = self._torrent_of(alert)
         if torrent and torrent.on_finished:
-            self._count_peer_bytes(torrent)
+            torrent.finished = True
+            self._flush(torrent)
+
+    def _flush(self, torrent: _Torrent) -> None:
+        if torrent.flushing is None and (torrent.unflushed or torrent.finished):
+            torrent.flushing, torrent.unflushed = torrent.unflushed, []
+            torrent.handle.flush_cache()
+
+    def _on_cache_flushed_alert(self, alert) -> None:
+        torrent = self._torrent_of(alert)
+        if torrent is None or torrent.flushing is None:
+            return
+        flushed, torrent.flushing = torrent.flushing, None
+        for piece in flushed:
+            torrent.on_piece(piece)
+        if torrent.unflushed:
+            self._flush(torrent)
+        elif torrent.finished and torrent.on_finished:
             on_finished, torrent.on_finished = torrent.on_finished, None
             on_finished()
+
+    def _on_block_finished_alert(self, alert) -> None:
+        # One alert per 16 KiB block: the only count of who sent what that
+        # survives peers disconnecting, as seeds do from each other at the end.
+        torrent = self._torrent_of(alert)
+        if torrent is None or not torrent.piece_length:
+            return
+        start = alert.piece_index * torrent.piece_length + alert.block_index * BLOCK
+        count = max(0, min(BLOCK, torrent.size - start))
+        kind = "seeder" if alert.pid.to_bytes().startswith(SEEDER_ID) else "peer"
+        torrent.received[kind] += count
 
     def _on_torrent_error_alert(self, alert) -> None:
         self._error(alert)
@@ -213,8 +260,11 @@ class Swarm(Service):
         on_finished: Callable[[], None],
         on_error: Callable[[str], None],
     ) -> None:
-        """Download a blob into ``directory``, reporting each finished piece."""
+        """Download a blob into ``directory``, reporting each piece once it is in
+        the file, and the end once every piece is."""
         torrent = self._add(metainfo, directory, lt.torrent_flags.update_subscribe)
+        torrent.piece_length = metainfo.piece_length
+        torrent.size = metainfo.size
         torrent.on_piece = on_piece
         torrent.on_finished = on_finished
         torrent.on_error = on_error
@@ -237,26 +287,7 @@ class Swarm(Service):
             if torrent.blob == blob:
                 self.remove(infohash)
 
-    def _count_peer_bytes(self, torrent: _Torrent) -> None:
-        for peer in torrent.handle.get_peer_info():
-            key = (peer.ip, bytes(peer.pid))
-            torrent.peer_bytes[key] = max(
-                torrent.peer_bytes.get(key, 0), peer.total_download
-            )
-
-    def sample(self, infohash: str) -> None:
-        """Record the bytes received per peer so far: peers may leave early."""
-        torrent = self._torrents.get(infohash)
-        if torrent is not None:
-            self._count_peer_bytes(torrent)
-
     def bytes_by_kind(self, infohash: str) -> dict[str, int]:
         """Payload bytes received for a torrent, by the kind of peer that sent them."""
         torrent = self._torrents.get(infohash)
-        totals = {"seeder": 0, "peer": 0}
-        if torrent is None:
-            return totals
-        for (_, pid), count in torrent.peer_bytes.items():
-            kind = "seeder" if pid.startswith(SEEDER_PEER_ID.encode()) else "peer"
-            totals[kind] += count
-        return totals
+        return dict(torrent.received) if torrent else {"seeder": 0, "peer": 0}

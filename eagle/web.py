@@ -19,10 +19,17 @@ class _Root(Resource):
         return error.body()
 
 
-def site(children: dict[bytes, Resource]) -> Site:
-    root = _Root()
-    for name, child in children.items():
-        root.putChild(name, child)
-    site = Site(root)
+class _QuietSite(Site):
+    # One line per request would drown what operators need; metrics count them.
+    def log(self, request):
+        pass
+
+
+def site(children: dict[bytes, Resource] | None = None, root=None) -> Site:
+    if root is None:
+        root = _Root()
+        for name, child in (children or {}).items():
+            root.putChild(name, child)
+    site = _QuietSite(root)
     site.displayTracebacks = False
     return site

@@ -4,7 +4,7 @@
 import json
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import treq
+from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.threads import deferToThreadPool
@@ -86,10 +86,10 @@ class _StatusResource(Resource):
         return json.dumps(self._stats(), indent=1).encode()
 
 
-def _http_client(reactor) -> treq.HTTPClient:
+def _http_client(reactor) -> HTTPClient:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    return treq.HTTPClient(Agent(reactor, pool=pool))
+    return HTTPClient(Agent(reactor, pool=pool))
 
 
 def _upstreams(cfg: config.NodeConfig) -> Upstreams:
@@ -153,7 +153,7 @@ def make_tracker(options) -> MultiService:
     store = MemoryPeerStore(reactor)
     tracker = Tracker(store, interval=cfg.interval)
     top = MultiService()
-    strports.service(cfg.listen, site({b"": tracker.app.resource()})).setServiceParent(
+    strports.service(cfg.listen, site(root=tracker.app.resource())).setServiceParent(
         top
     )
     purge_service(store, cfg.interval).setServiceParent(top)
