@@ -226,6 +226,7 @@ class SwarmSource:
         transfer = Transfer(str(ref.digest), metainfo.size, path, "swarm")
         progress = PieceProgress(metainfo.size, metainfo.piece_length)
         hasher = _PrefixHasher(path)
+
         def on_piece(piece: int) -> None:
             available = progress.add(piece)
             try:
