@@ -4,7 +4,7 @@ real processes on loopback, and skopeo, podman and dockerd pulling through them.
 from __future__ import annotations
 
 from eagle.lab.cluster import Cluster
-from eagle.lab.engines import Dockerd, Podman, skopeo_pull
+from eagle.lab.engines import Containerd, Dockerd, Podman, skopeo_pull
 from eagle.lab.image import push, real_image
 from eagle.lab.registry import Registry
 from tests.test_lab import LabTestCase
@@ -13,13 +13,17 @@ from tests.test_lab import LabTestCase
 class PeerToPeerPullTests(LabTestCase):
     def test_every_engine_pulls_through_every_agent(self):
         """Each layer leaves the origin once; later agents get bytes from peers."""
-        self.need("docker-registry", "skopeo", "podman", "dockerd", root=True)
+        self.need(
+            "docker-registry", "skopeo", "podman", "dockerd", "containerd", root=True
+        )
         tmp = self.tmpdir()
         registry = self.start(Registry(tmp / "registry"))
         image = real_image()
         push(image, registry.url, "eagle/demo", "1")
         push(image, registry.url, "library/eagle-demo", "1")
-        cluster = Cluster(tmp / "cluster", registry.url, agents=3)
+        cluster = Cluster(
+            tmp / "cluster", registry.url, agents=3, aliases=["docker.io"]
+        )
         self.start(cluster)
         layers = [layer.digest for layer in image.layers]
 
@@ -39,6 +43,14 @@ class PeerToPeerPullTests(LabTestCase):
         self.assertEqual(
             podman.image_layers(f"127.0.0.1:{cluster.agents[1].port}/eagle/demo:1"),
             diff_ids,
+        )
+
+        containerd = self.start(Containerd(tmp / "containerd"))
+        containerd.mirror("docker.io", cluster.agents[2].url)
+        containerd.pull("docker.io/library/eagle-demo:1")  # sends ?ns=docker.io
+        self.assertEqual(
+            sorted(containerd.image_layers("docker.io/library/eagle-demo:1")),
+            sorted(layers),
         )
 
         self.assertServedOnce(registry, image)

@@ -69,12 +69,14 @@ class Cluster:
         agents: int = 3,
         seeders: int = 1,
         kind: str = "agent",
-        registry_host: str | None = None,
+        aliases: tuple[str, ...] = (),
         agent_config: dict | None = None,
     ):
+        """``aliases`` are more registry host names served by the same origin, for
+        example ``docker.io`` so that containerd's ``?ns=docker.io`` reaches it."""
         self.state_dir = Path(state_dir)
-        host = registry_host or origin_url.split("://", 1)[1]
-        registries = [{"host": host, "url": origin_url}]
+        host = origin_url.split("://", 1)[1]
+        registries = [{"host": name, "url": origin_url} for name in (host, *aliases)]
         tracker_port = free_port()
         self.tracker = Daemon(
             self.state_dir / "tracker",
@@ -110,6 +112,7 @@ class Cluster:
             "registries": registries,
             "trackers": trackers,
             "seeders": seeders,
+            "default_registry": registries[0]["host"],
             "bittorrent_listen": f"127.0.0.1:{free_port()}",
             **extra,
         }
