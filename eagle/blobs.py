@@ -10,6 +10,7 @@ Sources:
 
 import hashlib
 import os
+import secrets
 from collections import Counter
 from urllib.parse import urlencode
 
@@ -20,10 +21,12 @@ from zope.interface import Interface, implementer
 from eagle import errors
 from eagle.cache import BlobCache
 from eagle.fetch import (
+    BlobBody,
     discard,
-    open_blob,
     pass_headers,
     read_limited,
+    receive_blob,
+    request_blob,
     request_headers,
 )
 from eagle.rendezvous import rank
@@ -91,12 +94,6 @@ class Traffic:
         self.received[source] += count
 
 
-def _count_when_verified(transfer: Transfer, traffic: Traffic, source: str) -> None:
-    transfer.ended_deferred().addCallbacks(
-        lambda _: traffic.add(source, transfer.size), lambda f: None
-    )
-
-
 @implementer(IBlobSource)
 class HTTPSource:
     """Blobs over HTTP: from the owning seeder or the next, then from the origin."""
@@ -112,27 +109,46 @@ class HTTPSource:
         self.origin = origin
 
     async def start(self, ref: BlobRef) -> Transfer:
+        body = await self._request(ref, 0)
+        self.cache.reserve(body.size)
+        path = self.cache.incoming_path(ref.hex, secrets.token_hex(4))
+        transfer = Transfer(str(ref.digest), body.size, path, body.source)
+        Deferred.fromCoroutine(self._complete(ref, transfer, body, 0, hashlib.sha256()))
+        return transfer
+
+    async def resume(self, ref: BlobRef, transfer: Transfer, offset: int, sha256):
+        """Complete a transfer whose first ``offset`` bytes are in its file, with
+        ``sha256`` their hash so far."""
+        try:
+            body = await self._request(ref, offset)
+            if body.size != transfer.size:
+                discard(body.response)
+                raise ValueError(
+                    f"{body.source} has {body.size} bytes, not {transfer.size}"
+                )
+        except Exception as e:
+            return self._failed(transfer, e)
+        await self._complete(ref, transfer, body, offset, sha256)
+
+    async def _request(self, ref: BlobRef, offset: int) -> BlobBody:
         headers = request_headers(ref.authorization)
         failures = []
         for seeder in rank(ref.hex, self.seeders):
             url = seeder_url(seeder, f"/v2/{ref.repository}/blobs/{ref.digest}", ref)
             try:
-                transfer = await open_blob(
+                return await request_blob(
                     self.http,
                     self.reactor,
                     url,
                     headers,
-                    self.cache,
                     str(ref.digest),
                     "seeder",
+                    offset,
                 )
             except errors.RegistryError as e:
                 if e.status < 500:
                     raise
                 failures.append(f"{seeder}: {e.detail}")
-                continue
-            _count_when_verified(transfer, self.traffic, "seeder")
-            return transfer
         if not self.origin:
             raise errors.upstream_unavailable("seeders", "; ".join(failures))
         if failures:
@@ -142,17 +158,33 @@ class HTTPSource:
                 why="; ".join(failures),
             )
         url = ref.upstream.blob_url(ref.repository, ref.digest)
-        transfer = await open_blob(
-            self.http,
-            self.reactor,
-            url,
-            headers,
-            self.cache,
-            str(ref.digest),
-            "origin",
+        return await request_blob(
+            self.http, self.reactor, url, headers, str(ref.digest), "origin", offset
         )
-        _count_when_verified(transfer, self.traffic, "origin")
-        return transfer
+
+    async def _complete(self, ref, transfer, body: BlobBody, offset: int, sha256):
+        try:
+            await receive_blob(
+                self.reactor, body, transfer.path, offset, sha256, transfer.advance
+            )
+            if sha256.hexdigest() != ref.hex:
+                raise ValueError("blob does not match its digest")
+        except Exception as e:
+            return self._failed(transfer, e)
+        self.traffic.add(body.source, transfer.size - offset)
+        transfer.succeed(self.cache.commit(ref.hex, transfer.path))
+
+    def _failed(self, transfer: Transfer, reason: Exception) -> None:
+        try:
+            os.remove(transfer.path)
+        except FileNotFoundError:
+            pass
+        self.log.warn(
+            "fetch of {digest} over HTTP failed: {reason}",
+            digest=transfer.digest,
+            reason=str(reason) or type(reason).__name__,
+        )
+        transfer.fail(reason)
 
 
 def seeder_url(seeder: str, path: str, ref: BlobRef) -> str:
@@ -170,10 +202,17 @@ class SwarmSource:
 
     log = Logger()
 
-    def __init__(self, swarm: Swarm, http_source: HTTPSource, min_size: int):
+    def __init__(
+        self,
+        swarm: Swarm,
+        http_source: HTTPSource,
+        min_size: int,
+        stall_timeout: float = 30,
+    ):
         self.swarm = swarm
         self.http_source = http_source
         self.min_size = min_size
+        self.stall_timeout = stall_timeout
 
     @property
     def cache(self) -> BlobCache:
@@ -220,62 +259,138 @@ class SwarmSource:
         raise errors.upstream_unavailable("seeders", "; ".join(failures) or "none")
 
     def _download(self, ref: BlobRef, metainfo: Metainfo) -> Transfer:
-        cache = self.cache
+        return _SwarmDownload(self, ref, metainfo).transfer
+
+
+class _SwarmDownload:
+    """One blob coming through the swarm, finished over HTTP if the swarm fails.
+
+    The swarm fails when libtorrent reports an error, when the blob it assembled
+    does not match its digest, or when no piece arrives for ``stall_timeout``
+    seconds (no seeder or peer delivers, trackers are down, peers stall). The
+    HTTP fetch then continues the same transfer from the verified prefix, so the
+    clients already streaming it go on as if nothing happened.
+    """
+
+    log = Logger()
+
+    def __init__(self, source: SwarmSource, ref: BlobRef, metainfo: Metainfo):
+        self.source = source
+        self.swarm = source.swarm
+        self.cache = cache = source.cache
+        self.ref = ref
+        self.metainfo = metainfo
         cache.reserve(metainfo.size)
         path = os.path.join(cache.incoming, ref.hex)
-        transfer = Transfer(str(ref.digest), metainfo.size, path, "swarm")
-        progress = PieceProgress(metainfo.size, metainfo.piece_length)
-        hasher = _PrefixHasher(path)
+        self.transfer = Transfer(str(ref.digest), metainfo.size, path, "swarm")
+        self.progress = PieceProgress(metainfo.size, metainfo.piece_length)
+        self.hasher = _PrefixHasher(path)
+        self.over_http = False
+        reactor = source.http_source.reactor
+        self.stall_timeout = source.stall_timeout
+        self.timer = reactor.callLater(self.stall_timeout, self._stalled)
+        self.swarm.download(
+            metainfo, cache.incoming, self._piece, self._finished, self._fall_back
+        )
 
-        def on_piece(piece: int) -> None:
-            available = progress.add(piece)
-            try:
-                hasher.advance(available)
-            except OSError as e:
-                return failed(str(e))
-            transfer.advance(available)
+    def _piece(self, piece: int) -> None:
+        if self.over_http or self.transfer.ended:
+            return
+        self.timer.reset(self.stall_timeout)
+        available = self.progress.add(piece)
+        try:
+            self.hasher.advance(available)
+        except OSError as e:
+            return self._fall_back(str(e))
+        self.transfer.advance(available)
 
-        def on_finished() -> None:
-            Deferred.fromCoroutine(finish()).addErrback(
-                lambda f: failed(f.getErrorMessage())
-            )
+    def _stalled(self) -> None:
+        self._fall_back(f"no progress for {self.stall_timeout}s")
 
-        async def finish() -> None:
-            hasher.advance(metainfo.size)
-            if hasher.hexdigest() != ref.hex:
-                raise ValueError(
-                    "swarm delivered a blob that does not match its digest"
-                )
-            await self.swarm.move(metainfo.infohash, cache.blobs)
-            cache.save_torrent(ref.hex, metainfo.data)
-            cache.committed_in_place(ref.hex)
-            for kind, count in self.swarm.bytes_by_kind(metainfo.infohash).items():
-                self.http_source.traffic.add(kind, count)
-            self.log.info(
-                "fetched {digest} ({size} bytes) through the swarm",
-                digest=str(ref.digest),
-                size=metainfo.size,
-            )
-            transfer.succeed(cache.blob_path(ref.hex))
+    def _finished(self) -> None:
+        if self.over_http:
+            return
+        self.timer.cancel()
+        Deferred.fromCoroutine(self._commit()).addErrback(
+            lambda f: self._fall_back(f.getErrorMessage(), restart=True)
+        )
 
-        def failed(reason: str) -> None:
-            if transfer.ended:
-                return
-            self.log.warn(
-                "swarm download of {digest} failed: {reason}",
-                digest=str(ref.digest),
-                reason=reason,
-            )
-            self.swarm.remove(metainfo.infohash)
-            hasher.close()
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
-            transfer.fail(RuntimeError(reason))
+    async def _commit(self) -> None:
+        ref, cache = self.ref, self.cache
+        self.hasher.advance(self.metainfo.size)
+        if self.hasher.hexdigest() != ref.hex:
+            raise ValueError("the swarm's blob does not match its digest")
+        await self.swarm.move(self.metainfo.infohash, cache.blobs)
+        cache.save_torrent(ref.hex, self.metainfo.data)
+        cache.committed_in_place(ref.hex)
+        self._count_swarm_bytes()
+        self.log.info(
+            "fetched {digest} ({size} bytes) through the swarm",
+            digest=str(ref.digest),
+            size=self.metainfo.size,
+        )
+        self.transfer.succeed(cache.blob_path(ref.hex))
 
-        self.swarm.download(metainfo, cache.incoming, on_piece, on_finished, failed)
-        return transfer
+    def _count_swarm_bytes(self) -> None:
+        for kind, count in self.swarm.bytes_by_kind(self.metainfo.infohash).items():
+            self.source.http_source.traffic.add(kind, count)
+
+    def _fall_back(self, reason: str, restart: bool = False) -> None:
+        if self.over_http or self.transfer.ended:
+            return
+        self.over_http = True
+        if self.timer.active():
+            self.timer.cancel()
+        offset = 0 if restart else self.progress.available
+        self.log.warn(
+            "swarm download of {digest} failed ({reason}); finishing it over HTTP "
+            "from byte {offset}",
+            digest=str(self.ref.digest),
+            reason=reason,
+            offset=offset,
+        )
+        self._count_swarm_bytes()
+        self.hasher.close()
+        # libtorrent may still write to its file after it lets go of the torrent,
+        # so the HTTP fetch continues in a file of its own; readers reopen it.
+        old, new = self.transfer.path, self.cache.incoming_path(self.ref.hex, "http")
+        try:
+            _copy_prefix(old, new, offset)
+        except OSError as e:
+            self.swarm.remove(self.metainfo.infohash, delete_files=True)
+            return self.transfer.fail(e)
+        self.swarm.remove(self.metainfo.infohash, delete_files=True)
+        self.transfer.path = new
+        sha256 = hashlib.sha256() if restart else self.hasher.sha256
+        Deferred.fromCoroutine(
+            self.source.http_source.resume(self.ref, self.transfer, offset, sha256)
+        )
+        self.transfer.ended_deferred().addCallback(self._seed).addErrback(
+            lambda f: None
+        )
+
+    def _seed(self, _) -> None:
+        """Serve the blob to the swarm all the same, now that it is here."""
+        self.cache.save_torrent(self.ref.hex, self.metainfo.data)
+        self.swarm.seed(self.metainfo, self.cache.blobs)
+
+
+def _copy_prefix(source: str, destination: str, length: int) -> None:
+    """Copy the first ``length`` bytes of a file, in the kernel.
+
+    Blocks the reactor for as long as that takes (about a second per GB from the
+    page cache); this is the rare fallback path.
+    """
+    with open(destination, "wb") as dst:
+        if not length:
+            return
+        with open(source, "rb") as src:
+            copied = 0
+            while copied < length:
+                n = os.copy_file_range(src.fileno(), dst.fileno(), length - copied)
+                if n == 0:
+                    raise OSError(f"{source} is shorter than {length} bytes")
+                copied += n
 
 
 class _PrefixHasher:
@@ -299,6 +414,11 @@ class _PrefixHasher:
                 raise OSError(f"{self.path} is shorter than {available} bytes")
             self._sha256.update(data)
             self._hashed += len(data)
+
+    @property
+    def sha256(self):
+        """The hash object of the prefix hashed so far."""
+        return self._sha256
 
     def hexdigest(self) -> str:
         self.close()

@@ -19,7 +19,10 @@ _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 
 def parse_size(value) -> ByteSize:
-    if isinstance(value, int):
+    # YAML reads "yes" and "true" as booleans, which are ints to Python.
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"not a size: {value!r}")
         return ByteSize(value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", str(value).lower())
     if not match:
@@ -58,6 +61,8 @@ class NodeConfig:
     labels: dict[str, str] = field(default_factory=dict)
     # Blobs smaller than this come over HTTP: a swarm costs more than it saves.
     swarm_min_size: ByteSize = ByteSize(1024 * 1024)
+    # A swarm download that gets no piece for this long is finished over HTTP.
+    swarm_timeout: float = 30
     libtorrent: dict = field(default_factory=dict)
 
 
@@ -69,12 +74,15 @@ def load(path: str, kind: type):
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     return from_dict(data, kind, path)
 
 
 def from_dict(data: dict, kind: type, where: str = "config"):
+    if not isinstance(data, dict):
+        # A list or a bare string at the top: most likely not our config file.
+        raise ConfigError(f"{where}: expected a mapping of settings")
     try:
         return dacite.from_dict(
             kind,

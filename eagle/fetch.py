@@ -1,9 +1,8 @@
 """HTTP fetches from origins and seeders: manifests passed through, blobs streamed
 into the cache with their digest checked before they count as cached."""
 
-import hashlib
-import os
-import secrets
+import re
+from dataclasses import dataclass
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
@@ -13,8 +12,6 @@ from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 
 from eagle import errors
-from eagle.cache import BlobCache
-from eagle.transfer import Transfer
 
 MANIFEST_LIMIT = 4 * 1024 * 1024
 CONNECT_TIMEOUT = 30
@@ -129,76 +126,86 @@ def request_headers(authorization: bytes | None, accept: list[bytes] = ()) -> He
     return headers
 
 
-async def open_blob(
+@dataclass
+class BlobBody:
+    """A blob response whose body is about to be read."""
+
+    response: object
+    source: str
+    size: int  # of the whole blob
+    skip: int  # leading body bytes to drop: the sender ignored our Range
+
+
+async def request_blob(
     http: HTTPClient,
     reactor,
     url: str,
     headers: Headers,
-    cache: BlobCache,
     digest: str,
     source: str,
-) -> Transfer:
-    """GET a blob; once the headers say it is there, return its Transfer while the
-    body streams into the cache in the background."""
-    hex_ = digest.split(":", 1)[1]
+    offset: int = 0,
+) -> BlobBody:
+    """GET a blob, from byte ``offset`` on; return once the headers are in."""
+    if offset:
+        headers = headers.copy()
+        headers.setRawHeaders(b"Range", [f"bytes={offset}-".encode()])
     try:
         response = await http.get(
             url, headers=headers, unbuffered=True, timeout=CONNECT_TIMEOUT
         )
     except Exception as e:
         raise errors.upstream_unavailable(source, str(e)[:200]) from None
+    if response.code == 206 and offset:
+        first, size = _content_range(header(response, b"content-range"))
+        if first != offset:
+            discard(response)
+            raise errors.upstream_bad_reply(source, "Content-Range does not match")
+        return BlobBody(response, source, size, 0)
     if response.code != 200:
         await _raise_for(response, reactor, digest, source)
-    length = response.length
-    if not isinstance(length, int):
+    if not isinstance(response.length, int):
         # Without a length we cannot promise one to our client before the body.
         # FIXME: spool such blobs fully before answering; registries send one.
         discard(response)
         raise errors.upstream_bad_reply(source, "blob without Content-Length")
-    cache.reserve(length)
-    path = cache.incoming_path(hex_, secrets.token_hex(4))
-    transfer = Transfer(digest, length, path, source)
-    Deferred.fromCoroutine(
-        _receive(response, reactor, transfer, cache, hex_)
-    ).addErrback(lambda f: log.failure("receiving {digest}", f, digest=digest))
-    return transfer
+    # A 200 to a Range request carries the whole blob: drop what we have.
+    return BlobBody(response, source, response.length, offset)
 
 
-async def _receive(response, reactor, transfer: Transfer, cache, hex_: str) -> None:
-    sha256 = hashlib.sha256()
-    written = 0
-    f = open(transfer.path, "wb")
+def _content_range(value: bytes | None) -> tuple[int, int]:
+    match = re.fullmatch(rb"bytes (\d+)-(\d+)/(\d+)", value or b"")
+    if not match:
+        raise errors.upstream_bad_reply("upstream", "206 without a valid Content-Range")
+    return int(match[1]), int(match[3])
+
+
+async def receive_blob(
+    reactor, body: BlobBody, path: str, offset: int, sha256, advance
+) -> None:
+    """Write a blob's body into ``path`` from ``offset`` on, extending ``sha256``
+    and calling ``advance(bytes in the file)`` as it goes. Fails if the body is
+    cut short or longer than the blob."""
+    position = offset
+    skip = body.skip
 
     def write(data: bytes) -> None:
-        nonlocal written
-        if written + len(data) > transfer.size:
-            raise BadReply("more bytes than Content-Length")
+        nonlocal position, skip
+        if skip:
+            dropped, data = data[:skip], data[skip:]
+            skip -= len(dropped)
+        if position + len(data) > body.size:
+            raise BadReply("more bytes than the blob's size")
         f.write(data)
-        sha256.update(data)
-        written += len(data)
         f.flush()
-        transfer.advance(written)
+        sha256.update(data)
+        position += len(data)
+        advance(position)
 
-    try:
-        try:
-            await receive_body(response, write, reactor)
-        finally:
-            f.close()
-        if written != transfer.size:
-            raise BadReply(f"got {written} of {transfer.size} bytes")
-        if sha256.hexdigest() != hex_:
-            raise BadReply("blob does not match its digest")
-    except Exception as e:
-        _remove(transfer.path)
-        log.warn(
-            "fetch of {digest} from {source} failed: {reason}",
-            digest=transfer.digest,
-            source=transfer.source,
-            reason=str(e) or type(e).__name__,
-        )
-        transfer.fail(e)
-        return
-    transfer.succeed(cache.commit(hex_, transfer.path))
+    with open(path, "r+b" if offset else "wb") as f:
+        f.seek(offset)
+        await receive_body(body.response, write, reactor)
+    if position != body.size:
+        raise BadReply(f"got {position} of {body.size} bytes")
 
 
 async def _raise_for(response, reactor, digest: str, source: str) -> None:
@@ -220,10 +227,3 @@ def pass_headers(response) -> list[tuple[bytes, list[bytes]]]:
         for name in MANIFEST_HEADERS
         if response.headers.hasHeader(name)
     ]
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass

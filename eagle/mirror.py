@@ -8,7 +8,9 @@ cache or from one shared fetch. Every error this code makes is OCI JSON.
 import re
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from eagle import digest as names
 from eagle import errors
@@ -70,7 +72,16 @@ class Mirror:
         self.served = {"blobs": 0, "manifests": 0}
 
     def resource(self):
-        return self.app.resource()
+        return _Resource(self.app)
+
+    @app.handle_errors(MethodNotAllowed, NotFound)
+    def routing_error(self, request, failure):
+        # werkzeug would answer in HTML; registry clients expect OCI JSON.
+        if failure.check(MethodNotAllowed):
+            error = errors.unsupported("this registry is a read-only mirror")
+        else:
+            error = errors.RegistryError(404, "NOT_FOUND", "no such endpoint")
+        return write_error(request, error)
 
     @app.route("/", methods=["GET", "HEAD"])
     def base(self, request):
@@ -177,6 +188,17 @@ class Mirror:
         finally:
             self.blobs.cache.unpin(ref.hex)
         return None
+
+
+class _Resource(KleinResource):
+    def render(self, request):
+        # klein refuses a path that is not UTF-8 in plain text, before any route.
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            error = errors.name_invalid("request path is not UTF-8")
+            return write_error(request, error)
+        return super().render(request)
 
 
 def authorization(request) -> bytes | None:

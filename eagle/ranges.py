@@ -4,10 +4,11 @@ import re
 
 from eagle import errors
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only: \d would also take other scripts' digits, which int() accepts.
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+def parse_range(header: str | bytes | None, size: int) -> tuple[int, int] | None:
     """Return the inclusive ``(first, last)`` byte range asked for, or None for all.
 
     A syntactically invalid header is ignored, as RFC 9110 allows; a range that
@@ -15,6 +16,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """
     if not header:
         return None
+    if isinstance(header, bytes):
+        # Twisted hands request headers over as bytes.
+        header = header.decode("latin-1")
     match = _RANGE.fullmatch(header.strip())
     if not match or match.groups() == ("", ""):
         return None
@@ -27,9 +31,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise errors.range_invalid(header, size)
         return max(0, size - suffix), size - 1
     first = int(first_text)
-    last = int(last_text) if last_text else size - 1
-    if last < first:
+    if last_text and int(last_text) < first:
         return None
+    # Checked before filling in an open end, so that "bytes=<size>-" is a 416 too.
     if first >= size:
         raise errors.range_invalid(header, size)
+    last = int(last_text) if last_text else size - 1
     return first, min(last, size - 1)

@@ -52,13 +52,18 @@ async def send_body(request, transfer: Transfer, first: int, last: int) -> None:
     """
     pace = _Pace()
     request.registerProducer(pace, True)
-    f = None
+    f = opened = None
     try:
         position = first
         while position <= last and not pace.stopped:
             await transfer.wait(position)
-            if f is None:
-                f = open(transfer.path, "rb")
+            if opened != transfer.path:
+                # First read, or the transfer moved on to another file (a swarm
+                # download finished over HTTP).
+                if f is not None:
+                    f.close()
+                opened = transfer.path
+                f = open(opened, "rb")
                 f.seek(position)
             end = min(transfer.available, last + 1)
             while position < end and not pace.stopped:
@@ -76,13 +81,20 @@ async def send_body(request, transfer: Transfer, first: int, last: int) -> None:
             digest=transfer.digest,
             reason=str(e) or type(e).__name__,
         )
-        request.unregisterProducer()
+        _unregister(request)
         abort(request)
         return
     finally:
         if f is not None:
             f.close()
-    request.unregisterProducer()
+    _unregister(request)
+
+
+def _unregister(request) -> None:
+    # Once the client has gone, Twisted has dropped the request's channel, and
+    # unregisterProducer would raise AttributeError.
+    if request.channel is not None:
+        request.unregisterProducer()
 
 
 def abort(request) -> None:

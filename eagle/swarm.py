@@ -276,10 +276,11 @@ class Swarm(Service):
         torrent.handle.move_storage(directory, lt.move_flags_t.always_replace_files)
         return torrent.moved
 
-    def remove(self, infohash: str) -> None:
+    def remove(self, infohash: str, delete_files: bool = False) -> None:
         torrent = self._torrents.pop(infohash, None)
         if torrent is not None and self.session is not None:
-            self.session.remove_torrent(torrent.handle)
+            options = lt.options_t.delete_files if delete_files else 0
+            self.session.remove_torrent(torrent.handle, options)
 
     def remove_blob(self, blob: str) -> None:
         """Stop seeding a blob, e.g. because the cache evicted it."""

@@ -12,6 +12,7 @@ those records to check how often the origin served each blob.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -146,6 +147,28 @@ class Registry(Service):
                 counts[match["digest"]] += 1
                 sizes[match["digest"]] += request.written
         return counts, sizes
+
+    def push_blob(self, name: str, data: bytes) -> str:
+        """Upload one blob to repository ``name`` in a single request (the
+        registry's monolithic upload); return its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        post = urllib.request.Request(
+            f"{self.url}/v2/{name}/blobs/uploads/", method="POST"
+        )
+        with _direct.open(post, timeout=30) as started:
+            location = started.headers["Location"]
+        if location.startswith("/"):
+            location = self.url + location
+        separator = "&" if "?" in location else "?"
+        put = urllib.request.Request(
+            f"{location}{separator}digest={digest}",
+            data=data,
+            method="PUT",
+            # Any other type and the registry parses the body as a form.
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        _direct.open(put, timeout=60).close()
+        return digest
 
     def blob_gets(self, digest: str | None = None) -> dict[str, int] | int:
         """Successful (200/206) blob GETs: per digest, or for one digest."""

@@ -124,7 +124,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None):
     http_source = HTTPSource(http, reactor, cache, seeders, traffic)
     source = http_source
     if role == "agent":
-        source = SwarmSource(swarm, http_source, cfg.swarm_min_size)
+        source = SwarmSource(swarm, http_source, cfg.swarm_min_size, cfg.swarm_timeout)
     blobs = Blobs(cache, source)
     mirror = Mirror(_upstreams(cfg), blobs, http, reactor)
 
