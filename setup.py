@@ -20,6 +20,7 @@ setup(
         "prometheus-client>=0.19",
         "dacite>=1.8",
         "rich>=13",
+        "werkzeug>=2",
     ],
     extras_require={"test": ["hypothesis>=6.90", "ruff>=0.6"]},
     entry_points={"console_scripts": ["eagle = eagle.cli:main"]},
