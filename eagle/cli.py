@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     demo = commands.add_parser(
         "demo", help="distribute a real image through a local Eagle cluster"
     )
-    demo.add_argument("--agents", type=int, default=3, help="number of agents")
+    demo.add_argument("--agents", type=int, default=5, help="number of agents")
     demo.add_argument(
         "--workdir", help="keep state and logs here (default: a temp dir)"
     )

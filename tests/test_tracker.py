@@ -106,6 +106,17 @@ class OrderPeersTests(SynchronousTestCase):
         ordered = order_peers(me, [seeder, far], 10, random.Random())
         self.assertEqual([p.port for p in ordered], [2, 1])
 
+    def test_seeders_left_out_once_two_hosts_have_the_blob(self):
+        """Two other complete hosts make seeders unnecessary; one does not."""
+        me = peer(0, HERE)
+        seeder = peer(1, dict(HERE), complete=True, seeder=True)
+        first = peer(2, {"region": "us"}, complete=True)
+        second = peer(3, {"region": "us"}, complete=True)
+        one = order_peers(me, [seeder, first], 10, random.Random())
+        self.assertEqual([p.port for p in one], [2, 1])
+        two = order_peers(me, [seeder, first, second], 10, random.Random())
+        self.assertEqual(sorted(p.port for p in two), [2, 3])
+
     def test_random_within_class(self):
         """Equal peers come in varying order, so load spreads."""
         me = peer(0, HERE)
@@ -130,8 +141,9 @@ class OrderPeersTests(SynchronousTestCase):
         st.randoms(),
     )
     def test_property(self, specs, numwant, rng):
-        """Never the requester, at most numwant, and never a peer of a farther or
-        worse class while a nearer or better one is left out."""
+        """Never the requester, at most numwant, no seeder once two hosts have the
+        blob, and never a peer of a farther or worse class while a nearer or better
+        one is left out."""
         me = peer(0, HERE)
         swarm = [me]
         for port, (region, zone, rack, complete, seeder) in enumerate(specs, 1):
@@ -143,6 +155,8 @@ class OrderPeersTests(SynchronousTestCase):
             swarm.append(peer(port, labels, complete, seeder))
         chosen = order_peers(me, swarm, numwant, rng)
         others = [p for p in swarm if p.key != me.key]
+        if sum(p.complete and not p.seeder for p in others) >= 2:
+            others = [p for p in others if not p.seeder]
         self.assertNotIn(me.key, [p.key for p in chosen])
         self.assertEqual(len(chosen), min(numwant, len(others)))
         self.assertEqual(len({p.key for p in chosen}), len(chosen))
