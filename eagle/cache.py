@@ -12,6 +12,7 @@ crash leaves at worst a stray file in ``incoming/``.
 """
 
 import os
+import shutil
 from collections.abc import Callable
 
 from twisted.logger import Logger
@@ -40,8 +41,10 @@ class BlobCache:
 
     def _load(self) -> None:
         """Rebuild the accounting from disk, oldest access first."""
-        for name in os.listdir(self.incoming):
-            _remove(os.path.join(self.incoming, name))
+        # FIXME: resume partial swarm downloads from libtorrent's resume data
+        # instead of starting them over; until then what was incoming is dropped.
+        shutil.rmtree(self.incoming)
+        os.makedirs(self.incoming)
         entries = []
         for entry in os.scandir(self.blobs):
             if entry.is_file():

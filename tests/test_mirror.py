@@ -199,6 +199,14 @@ class RegistryAPI:
         self.assertEqual(self.registry.blob_gets(), {})
         self.assertEqual(self.node.status()["cache"]["blobs"], 0)
 
+    def test_empty_blob(self):
+        """The empty blob is served without a fetch (it has no torrent)."""
+        empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+        status, headers, body = self.get(self.blob_path(empty))
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(headers["content-length"], "0")
+        self.assertEqual(headers["docker-content-digest"], empty)
+
     def test_unknown_blob(self):
         """A blob the origin does not have is 404 BLOB_UNKNOWN in OCI JSON; a HEAD
         of it is a 404 too, and nothing is cached."""
