@@ -15,12 +15,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from eagle import digest as names
 from eagle import errors
 from eagle.blobs import Blobs
-from eagle.fetch import (
-    MANIFEST_HEADERS,
-    MANIFEST_LIMIT,
-    read_limited,
-    request_headers,
-)
+from eagle.fetch import MANIFEST_LIMIT, pass_headers, read_limited, request_headers
+from eagle.manifests import ManifestCache, credential
 from eagle.ranges import parse_range
 from eagle.streaming import send_body
 from eagle.upstream import BlobRef, Upstreams
@@ -69,6 +65,7 @@ class Mirror:
         self.blobs = blobs
         self.http = http
         self.reactor = reactor
+        self.manifests = ManifestCache(reactor)
         self.served = {"blobs": 0, "manifests": 0}
 
     def resource(self):
@@ -124,9 +121,11 @@ class Mirror:
             )
             return await self.blob(request, ref)
         if kind == "manifests":
-            url = upstream.manifest_url(repository, names.reference(ref))
             self.served["manifests"] += 1
-        elif ref == "list":
+            return await self.manifest(
+                request, upstream, repository, names.reference(ref)
+            )
+        if ref == "list":
             url = f"{upstream.url}/v2/{repository}/tags/list"
             if request.args:
                 url += "?" + request.uri.split(b"?", 1)[1].decode("ascii", "replace")
@@ -134,9 +133,51 @@ class Mirror:
             raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
         return await self.forward(request, url, upstream.host)
 
+    async def manifest(self, request, upstream, repository: str, reference: str):
+        """A manifest from the cache when it may be, else from the origin, whose
+        answer is remembered; a stale one when the origin fails or rate-limits."""
+        key = (upstream.host, repository, reference)
+        accept = request.requestHeaders.getRawHeaders(b"Accept", [])
+        who = credential(authorization(request))
+        cached = self.manifests.lookup(key, accept, who)
+        if cached is not None:
+            return answer(request, 200, cached.headers, cached.body)
+        url = upstream.manifest_url(repository, reference)
+        failure = None
+        try:
+            code, headers, body = await self.ask_origin(request, url, upstream.host)
+        except errors.RegistryError as e:  # the origin is unreachable
+            code, headers, body, failure = None, [], b"", e
+        if code == 200 and request.method == b"GET":
+            self.manifests.store(key, body, headers, who)
+            digest = dict(headers).get(b"docker-content-digest")
+            if digest and names.is_digest(digest[0].decode("ascii", "replace")):
+                digest_key = (upstream.host, repository, digest[0].decode("ascii"))
+                self.manifests.store(digest_key, body, headers, who)
+        elif code is None or code == 429 or code >= 500:
+            stale = self.manifests.lookup(key, accept, who, stale=True)
+            if stale is not None:
+                self.log.warn(
+                    "origin {registry} answered {status} for {repository}:{reference};"
+                    " serving the manifest it gave before",
+                    registry=upstream.host,
+                    status=code or "nothing",
+                    repository=repository,
+                    reference=reference,
+                )
+                return answer(request, 200, stale.headers, stale.body)
+            if failure is not None:
+                raise failure
+        return answer(request, code, headers, body)
+
     async def forward(self, request, url: str, source: str):
-        """Pass a small request (manifest, tag list) to the origin and its answer back
-        byte for byte, with the client's content negotiation and credentials."""
+        """Pass a small request (a tag list, a HEAD) to the origin and its answer
+        back byte for byte."""
+        return answer(request, *await self.ask_origin(request, url, source))
+
+    async def ask_origin(self, request, url: str, source: str):
+        """Send the client's request on to the origin with its content negotiation
+        and credentials; return (status, headers to pass back, body)."""
         accept = request.requestHeaders.getRawHeaders(b"Accept", [])
         headers = request_headers(authorization(request), accept)
         try:
@@ -146,17 +187,11 @@ class Mirror:
         except Exception as e:
             raise errors.upstream_unavailable(source, str(e)[:200]) from None
         body = await read_limited(response, MANIFEST_LIMIT, self.reactor)
-        request.setResponseCode(response.code)
-        for name in MANIFEST_HEADERS:
-            values = response.headers.getRawHeaders(name)
-            if values:
-                request.responseHeaders.setRawHeaders(name, values)
+        passed = pass_headers(response)
         length = response.headers.getRawHeaders(b"Content-Length")
         if request.method == b"HEAD" and length:
-            request.setHeader(b"Content-Length", length[0])
-        else:
-            request.setHeader(b"Content-Length", str(len(body)).encode())
-        return body
+            passed.append((b"content-length", length[:1]))
+        return response.code, passed, body
 
     async def blob(self, request, ref: BlobRef):
         if request.method == b"HEAD" and not self.blobs.cache.has(ref.hex):
@@ -199,6 +234,15 @@ class _Resource(KleinResource):
             error = errors.name_invalid("request path is not UTF-8")
             return write_error(request, error)
         return super().render(request)
+
+
+def answer(request, code: int, headers, body: bytes) -> bytes:
+    request.setResponseCode(code)
+    for name, values in headers:
+        request.responseHeaders.setRawHeaders(name, values)
+    if not request.responseHeaders.hasHeader(b"content-length"):
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+    return body
 
 
 def authorization(request) -> bytes | None:

@@ -243,6 +243,23 @@ class RegistryAPI:
         status, _, _ = self.origin(f"/v2/{NAME}/manifests/2")
         self.assertEqual(status, 404)
 
+    def test_manifests_outlive_the_origin(self):
+        """Once fetched, a manifest by tag and by digest is still served,
+        byte-identical, when the origin is down."""
+        accept = {"Accept": OCI_MANIFEST}
+        by_tag = self.get(f"/v2/{NAME}/manifests/1", accept)
+        digest = by_tag[1]["docker-content-digest"]
+        by_digest = self.get(f"/v2/{NAME}/manifests/{digest}", accept)
+        self.registry.stop()
+        for path, before in (
+            (f"/v2/{NAME}/manifests/1", by_tag),
+            (f"/v2/{NAME}/manifests/{digest}", by_digest),
+        ):
+            status, headers, body = self.get(path, accept)
+            self.assertEqual((status, body), (200, before[2]))
+            for name in ("content-type", "docker-content-digest"):
+                self.assertEqual(headers[name], before[1][name])
+
     def test_origin_down(self):
         """With the origin stopped, a manifest is 503 UNAVAILABLE in OCI JSON, an
         uncached blob a 5xx in OCI JSON, and a cached blob is still served."""
