@@ -8,6 +8,7 @@ of the fleet at once. The summary shows where each agent's bytes came from.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,16 @@ def run(agents: int = 5, workdir: str | None = None, console: Console | None = N
     if reason:
         raise SystemExit(f"eagle demo: {reason} (run scripts/setup-debian.sh)")
     work = Path(workdir or tempfile.mkdtemp(prefix="eagle-demo-"))
+    try:
+        return _run(agents, work, console)
+    finally:
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            console.print(f"logs and data: {work}")
+
+
+def _run(agents: int, work: Path, console: Console) -> list[dict]:
     with console.status("building the image (cached after the first run)"):
         image = real_image()
     console.print(
@@ -49,7 +60,6 @@ def run(agents: int = 5, workdir: str | None = None, console: Console | None = N
         finally:
             cluster.stop()
     _print(console, rows, registry_bytes=rows[-1], size=image.size)
-    console.print(f"logs and data: {work}")
     return rows
 
 

@@ -34,6 +34,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
+# Install again only when setup.py changed since the last install.
 # compat mode puts the checkout itself on sys.path: trial then finds tests/ and twist
 # finds twisted/plugins/ (the default editable mode maps only the packages).
-.venv/bin/pip install --config-settings editable_mode=compat -e '.[test]'
+stamp=.venv/.eagle-installed
+wanted=$(sha256sum setup.py | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    .venv/bin/pip install --config-settings editable_mode=compat -e '.[test]'
+    echo "$wanted" > "$stamp"
+else
+    echo "Python packages: installed (setup.py unchanged)"
+fi

@@ -54,8 +54,7 @@ class Daemon(Service):
             return False
 
     def status(self) -> dict:
-        path = "/status" if self.kind == "tracker" else "/eagle/stats"
-        return get_json(self.url + path)
+        return get_json(self.url + "/eagle/stats")
 
 
 class Cluster:

@@ -177,6 +177,7 @@ class Host:
         self.namespace = namespace
         self.ip = ip
         self.rate = rate  # bits per second, both ways; None: no limit
+        self.port: str | None = None  # its veth's end on the bridge
         self._threads: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -352,7 +353,7 @@ class Network:
 
     def _add_host(self, index: int, host: Host) -> None:
         self._add_namespace(host.namespace)
-        port = f"p{index}"  # the host's port on the bridge, inside the switch
+        port = host.port = f"p{index}"  # the host's end, on the bridge
         _ip(
             "link",
             "add",
@@ -415,6 +416,24 @@ class Network:
             self.up = False
         finally:
             _restore_signals(previous)
+
+    def link_counters(self) -> dict[str, dict[str, int]]:
+        """Bytes each host has received (``rx``) and sent (``tx``) so far, read
+        on the bridge's ports in one go (a port sends what its host receives)."""
+        ports = json.loads(
+            _ip("-j", "-s", "link", "show", "master", "br0", namespace=self.switch)
+        )
+        hosts = {host.port: name for name, host in self.hosts.items()}
+        counters = {}
+        for port in ports:
+            name = hosts.get(port["ifname"])
+            if name is not None:
+                stats = port["stats64"]
+                counters[name] = {
+                    "rx": int(stats["tx"]["bytes"]),
+                    "tx": int(stats["rx"]["bytes"]),
+                }
+        return counters
 
     def namespaces(self) -> list[str]:
         """The namespaces this network made and has not deleted yet."""

@@ -145,7 +145,7 @@ class Tracker:
             }
         return self._reply(request, {"files": files})
 
-    @app.route("/status", methods=["GET"])
+    @app.route("/eagle/stats", methods=["GET"])
     def status(self, request):
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps({"announces": self.announces}).encode()
