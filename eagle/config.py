@@ -34,10 +34,26 @@ def parse_size(value) -> ByteSize:
 
 @dataclass
 class Registry:
-    """An origin registry: ``host`` as clients name it (``ns``), ``url`` to reach it."""
+    """An origin registry: ``host`` as clients name it (``ns``), ``url`` to reach it.
+
+    ``username`` and ``password`` (or ``password_file``) are used when a client
+    sends no credentials of its own: always by seeders, by agents for hosts
+    that may pull with them. ``tls_verify: false`` accepts any certificate from
+    this registry; it is for lab setups and logged as a warning.
+    """
 
     host: str
     url: str
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    tls_verify: bool = True
+
+    def secret(self) -> str | None:
+        if self.password_file:
+            with open(self.password_file) as f:
+                return f.read().strip()
+        return self.password
 
 
 @dataclass

@@ -112,8 +112,12 @@ class Mirror:
         match = _ROUTE.fullmatch(path)
         if match is None:
             raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
-        upstream = self.upstreams.select(query(request, "ns"))
-        repository = upstream.repository(names.repository(match["name"]))
+        ns = query(request, "ns")
+        upstream, name = (
+            self.upstreams.split(match["name"]) if ns is None else (None, match["name"])
+        )
+        upstream = upstream or self.upstreams.select(ns)
+        repository = upstream.repository(names.repository(name))
         kind, ref = match["kind"], match["ref"]
         if kind == "blobs":
             ref = BlobRef(

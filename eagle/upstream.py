@@ -1,6 +1,6 @@
 """Upstream registries (origins) and the blobs that live in them."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eagle import errors
 from eagle.digest import Digest
@@ -10,10 +10,13 @@ DOCKER_HUB = "docker.io"
 
 @dataclass(frozen=True)
 class Upstream:
-    """An origin registry: ``host`` as clients name it, ``url`` where it answers."""
+    """An origin registry: ``host`` as clients name it, ``url`` where it answers,
+    and the credentials Eagle uses there when a client brings none."""
 
     host: str
     url: str
+    username: str | None = field(default=None, compare=False)
+    password: str | None = field(default=None, compare=False, repr=False)
 
     def repository(self, name: str) -> str:
         """Docker Hub keeps single-name images under ``library/``."""
@@ -35,6 +38,20 @@ class Upstreams:
     def __init__(self, upstreams: list[Upstream], default: str | None = None):
         self._by_host = {u.host: u for u in upstreams}
         self.default = default or (upstreams[0].host if upstreams else None)
+
+    def split(self, name: str) -> tuple[Upstream | None, str]:
+        """A configured registry named by the first component of a repository
+        name (``docker pull agent:5050/quay.io/org/app``), and the rest of it.
+
+        As Docker decides it: the first component names a host if it has a dot
+        or a colon, or is ``localhost``.
+        """
+        first, _, rest = name.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            upstream = self._by_host.get(first)
+            if upstream is not None:
+                return upstream, rest
+        return None, name
 
     def select(self, ns: str | None) -> Upstream:
         host = ns or self.default

@@ -19,6 +19,7 @@ from eagle.cache import BlobCache
 from eagle.mirror import Mirror
 from eagle.seeder import Seeder, SeederAPI
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
+from eagle.tls import RegistryTLSPolicy
 from eagle.torrent import Metainfo
 from eagle.tracker.server import Tracker, purge_service
 from eagle.tracker.store import MemoryPeerStore
@@ -86,15 +87,20 @@ class _StatusResource(Resource):
         return json.dumps(self._stats(), indent=1).encode()
 
 
-def _http_client(reactor) -> HTTPClient:
+def _http_client(reactor, cfg: config.NodeConfig) -> HTTPClient:
+    unverified = {urlsplit(r.url).netloc for r in cfg.registries if not r.tls_verify}
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    return HTTPClient(Agent(reactor, pool=pool))
+    agent = Agent(reactor, contextFactory=RegistryTLSPolicy(unverified), pool=pool)
+    return HTTPClient(agent)
 
 
 def _upstreams(cfg: config.NodeConfig) -> Upstreams:
     return Upstreams(
-        [Upstream(r.host, r.url.rstrip("/")) for r in cfg.registries],
+        [
+            Upstream(r.host, r.url.rstrip("/"), r.username, r.secret())
+            for r in cfg.registries
+        ],
         cfg.default_registry,
     )
 
@@ -118,7 +124,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None):
         cfg.cache_size,
         on_evict=swarm.remove_blob if swarm else lambda hex_: None,
     )
-    http = _http_client(reactor)
+    http = _http_client(reactor, cfg)
     traffic = Traffic()
     seeders = [] if role == "seeder" else cfg.seeders
     http_source = HTTPSource(http, reactor, cache, seeders, traffic)
