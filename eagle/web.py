@@ -2,7 +2,7 @@
 
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from eagle import errors
 
@@ -18,6 +18,57 @@ class _Root(Resource):
         request.setResponseCode(error.status)
         request.setHeader(b"Content-Type", b"application/json")
         return error.body()
+
+
+# Eagle's APIs are read-only apart from small JSON bodies (webhooks, preheat).
+MAX_BODY = 1024 * 1024
+
+
+class _LimitedRequest(Request):
+    """Refuses a request body over ``MAX_BODY`` before reading it: Twisted would
+    otherwise spool any body, however large, to a temporary file first."""
+
+    _received = 0
+
+    def gotLength(self, length):
+        if length is not None and length > MAX_BODY:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        self._received += len(data)
+        if self._received > MAX_BODY:  # chunked bodies announce no length
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self):
+        if self.content is not None and self.content.closed:
+            return
+        error = errors.RegistryError(413, "SIZE_INVALID", "request body too large")
+        body = error.body()
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.channel.transport.loseConnection()
+        self.content = _Closed()
+
+
+class _Closed:
+    """Stands in for the body of a refused request: drops what still arrives."""
+
+    closed = True
+
+    def write(self, data):
+        pass
+
+    def seek(self, *args):
+        pass
+
+    def close(self):
+        pass
 
 
 class _QuietSite(Site):
@@ -52,5 +103,6 @@ def site(children: dict[bytes, Resource] | None = None, root=None):
         for name, child in (children or {}).items():
             root.putChild(name, child)
     site = _QuietSite(root)
+    site.requestFactory = _LimitedRequest
     site.displayTracebacks = False
     return WrappingFactory.forProtocol(_RefuseTLS, site)
