@@ -57,9 +57,24 @@ class Registry:
 
 
 @dataclass
+class RedisConfig:
+    """Where trackers share swarms: one Redis (``url``), or the master that Redis
+    Sentinel names (``sentinels`` as host:port, and the ``master`` name)."""
+
+    url: str | None = None  # redis://[:password@]host:port[/db]
+    sentinels: list[str] = field(default_factory=list)
+    master: str = "eagle"
+    password: str | None = None
+    db: int = 0
+
+
+@dataclass
 class TrackerConfig:
     listen: str = "tcp:7070:interface=127.0.0.1"
     interval: int = 15  # seconds between a peer's announces
+    # Only announces carrying ?token=<this> are accepted (agents: tracker_token).
+    announce_token: str | None = None
+    redis: RedisConfig | None = None  # None: swarms in memory, for one tracker
 
 
 @dataclass
@@ -79,6 +94,7 @@ class NodeConfig:
     swarm_min_size: ByteSize = ByteSize(1024 * 1024)
     # A swarm download that gets no piece for this long is finished over HTTP.
     swarm_timeout: float = 30
+    tracker_token: str | None = None  # the trackers' announce_token
     libtorrent: dict = field(default_factory=dict)
 
 

@@ -70,21 +70,30 @@ class Cluster:
         kind: str = "agent",
         aliases: tuple[str, ...] = (),
         agent_config: dict | None = None,
+        trackers: int = 1,
+        tracker_config: dict | None = None,
     ):
         """``aliases`` are more registry host names served by the same origin, for
         example ``docker.io`` so that containerd's ``?ns=docker.io`` reaches it."""
         self.state_dir = Path(state_dir)
         host = origin_url.split("://", 1)[1]
         registries = [{"host": name, "url": origin_url} for name in (host, *aliases)]
-        tracker_port = free_port()
-        self.tracker = Daemon(
-            self.state_dir / "tracker",
-            "tracker",
-            "tracker",
-            {"listen": f"tcp:{tracker_port}:interface=127.0.0.1", "interval": 5},
-            tracker_port,
-        )
-        announce = [f"http://127.0.0.1:{tracker_port}/announce"]
+        self.trackers = []
+        for i in range(trackers):
+            port = free_port()
+            config = {"listen": f"tcp:{port}:interface=127.0.0.1", "interval": 5}
+            name = "tracker" if i == 0 else f"tracker{i}"
+            self.trackers.append(
+                Daemon(
+                    self.state_dir / name,
+                    "tracker",
+                    name,
+                    {**config, **(tracker_config or {})},
+                    port,
+                )
+            )
+        self.tracker = self.trackers[0]
+        announce = [f"{t.url}/announce" for t in self.trackers]
         self.seeders = [
             self._node(f"seeder{i}", "seeder", registries, announce, [], {})
             for i in range(seeders)
@@ -119,7 +128,7 @@ class Cluster:
 
     @property
     def daemons(self) -> list[Daemon]:
-        return [self.tracker, *self.seeders, *self.agents]
+        return [*self.trackers, *self.seeders, *self.agents]
 
     def start(self) -> Cluster:
         try:

@@ -4,6 +4,7 @@
 import json
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import txredisapi
 from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
@@ -21,6 +22,7 @@ from eagle.seeder import Seeder, SeederAPI
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
 from eagle.tls import RegistryTLSPolicy
 from eagle.torrent import Metainfo
+from eagle.tracker.redis_store import RedisPeerStore
 from eagle.tracker.server import Tracker, purge_service
 from eagle.tracker.store import MemoryPeerStore
 from eagle.upstream import Upstream, Upstreams
@@ -41,11 +43,16 @@ def _reactor():
     return reactor
 
 
-def tracker_urls(trackers: list[str], labels: dict, seeder: bool = False) -> list[str]:
-    """Announce URLs carrying this host's topology labels in their query."""
+def tracker_urls(
+    trackers: list[str], labels: dict, seeder: bool = False, token: str | None = None
+) -> list[str]:
+    """Announce URLs carrying this host's topology labels (and the trackers'
+    announce token) in their query."""
     extra = dict(labels)
     if seeder:
         extra["role"] = "seeder"
+    if token:
+        extra["token"] = token
     urls = []
     for url in trackers:
         parts = urlsplit(url)
@@ -115,7 +122,9 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None):
             reactor,
             listen=cfg.bittorrent_listen,
             peer_id=SEEDER_PEER_ID if role == "seeder" else AGENT_PEER_ID,
-            trackers=tracker_urls(cfg.trackers, cfg.labels, seeder=role == "seeder"),
+            trackers=tracker_urls(
+                cfg.trackers, cfg.labels, role == "seeder", cfg.tracker_token
+            ),
             settings=cfg.libtorrent,
         )
         swarm.setServiceParent(top)
@@ -153,11 +162,38 @@ def _status_tree(stats) -> Resource:
     return tree
 
 
+def _peer_store(cfg: config.TrackerConfig, reactor):
+    """Swarms in memory (one tracker), or in Redis shared by several."""
+    if cfg.redis is None:
+        return MemoryPeerStore(reactor)
+    redis = cfg.redis
+    options = {"password": redis.password, "replyTimeout": 3, "connectTimeout": 3}
+    if redis.sentinels:
+        addresses = [_host_port(s, 26379) for s in redis.sentinels]
+        sentinel = txredisapi.Sentinel(addresses, **options)
+        connection = sentinel.master_for(redis.master, dbid=redis.db, poolsize=4)
+    else:
+        parts = urlsplit(redis.url or "redis://127.0.0.1:6379")
+        connection = txredisapi.lazyConnectionPool(
+            parts.hostname or "127.0.0.1",
+            parts.port or 6379,
+            dbid=int(parts.path.strip("/") or redis.db),
+            poolsize=4,
+            **{**options, "password": parts.password or redis.password},
+        )
+    return RedisPeerStore(connection, reactor)
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return (host, int(port)) if host else (text, default_port)
+
+
 def make_tracker(options) -> MultiService:
     cfg = config.load(options["config"], config.TrackerConfig)
     reactor = _reactor()
-    store = MemoryPeerStore(reactor)
-    tracker = Tracker(store, interval=cfg.interval)
+    store = _peer_store(cfg, reactor)
+    tracker = Tracker(store, interval=cfg.interval, announce_token=cfg.announce_token)
     top = MultiService()
     strports.service(cfg.listen, site(root=tracker.app.resource())).setServiceParent(
         top

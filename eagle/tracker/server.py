@@ -1,5 +1,6 @@
 """The tracker's HTTP face: BitTorrent announce and scrape, over a peer store."""
 
+import hmac
 import ipaddress
 import json
 import random
@@ -11,7 +12,7 @@ from twisted.application.internet import TimerService
 from twisted.logger import Logger
 
 from eagle.tracker.peers import LEVELS, Peer, order_peers
-from eagle.tracker.store import IPeerStore
+from eagle.tracker.store import IPeerStore, StoreUnavailable
 
 MAX_NUMWANT = 200
 DEFAULT_NUMWANT = 50
@@ -86,11 +87,26 @@ class Tracker:
     app = Klein()
     log = Logger()
 
-    def __init__(self, store: IPeerStore, interval: int = 15, rng=None):
+    def __init__(
+        self,
+        store: IPeerStore,
+        interval: int = 15,
+        rng=None,
+        announce_token: str | None = None,
+    ):
         self.store = store
         self.interval = interval
         self.rng = rng or random.Random()
+        self.announce_token = announce_token
         self.announces = 0
+        self.failures = 0
+
+    def _authorized(self, request) -> bool:
+        """With a token configured, only hosts that know it may announce."""
+        if not self.announce_token:
+            return True
+        given = (request.args.get(b"token") or [b""])[0]
+        return hmac.compare_digest(given, self.announce_token.encode())
 
     @property
     def peer_ttl(self) -> int:
@@ -109,12 +125,21 @@ class Tracker:
             )
         except AnnounceError as e:
             return self._reply(request, {"failure reason": str(e)})
+        if not self._authorized(request):
+            return self._reply(request, {"failure reason": "announce token required"})
         self.announces += 1
-        if event == "stopped":
-            await self.store.leave(infohash, peer)
-            return self._reply(request, {"interval": self.interval, "peers": b""})
-        await self.store.announce(infohash, peer, self.peer_ttl)
-        swarm = await self.store.peers(infohash)
+        try:
+            if event == "stopped":
+                await self.store.leave(infohash, peer)
+                return self._reply(request, {"interval": self.interval, "peers": b""})
+            await self.store.announce(infohash, peer, self.peer_ttl)
+            swarm = await self.store.peers(infohash)
+        except StoreUnavailable as e:
+            # Not a 200: libtorrent then moves on to the next tracker at once.
+            self.failures += 1
+            self.log.warn("peer store unavailable: {reason}", reason=str(e))
+            request.setResponseCode(503)
+            return self._reply(request, {"failure reason": "peer store unavailable"})
         chosen = order_peers(peer, swarm, numwant, self.rng)
         peers4, peers6 = compact(chosen)
         complete = sum(1 for p in swarm if p.complete)
@@ -136,7 +161,13 @@ class Tracker:
         for infohash in request.args.get(b"info_hash", [])[:MAX_NUMWANT]:
             if len(infohash) != 20:
                 return self._reply(request, {"failure reason": "bad info_hash"})
-            swarm = await self.store.peers(infohash)
+            try:
+                swarm = await self.store.peers(infohash)
+            except StoreUnavailable:
+                request.setResponseCode(503)
+                return self._reply(
+                    request, {"failure reason": "peer store unavailable"}
+                )
             complete = sum(1 for p in swarm if p.complete)
             files[infohash] = {
                 "complete": complete,
@@ -148,7 +179,8 @@ class Tracker:
     @app.route("/eagle/stats", methods=["GET"])
     def status(self, request):
         request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps({"announces": self.announces}).encode()
+        stats = {"announces": self.announces, "store_failures": self.failures}
+        return json.dumps(stats).encode()
 
 
 def purge_service(store: IPeerStore, interval: float) -> TimerService:

@@ -5,6 +5,10 @@ from zope.interface import Interface, implementer
 from eagle.tracker.peers import Peer
 
 
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached; the tracker tells agents to try another."""
+
+
 class IPeerStore(Interface):
     """The swarm membership that trackers share."""
 
