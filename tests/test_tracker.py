@@ -22,7 +22,7 @@ from eagle.tracker.server import (
     compact,
     parse_announce,
 )
-from eagle.tracker.store import IPeerStore, MemoryPeerStore
+from eagle.tracker.store import IPeerStore, MemoryPeerStore, StoreUnavailable
 
 HERE = {"region": "eu", "zone": "eu-1", "rack": "r1"}
 
@@ -372,6 +372,32 @@ class TrackerAppTests(SynchronousTestCase):
             struct.unpack("!H", compact_peers[i + 4 : i + 6])[0]
             for i in range(0, len(compact_peers), 6)
         ]
+
+    def test_announce_token(self):
+        """With a token configured, announces without it get a failure reason."""
+        self.tracker.announce_token = "sesame"
+        self.assertIn(b"failure reason", self.announce(1))
+        self.assertEqual(
+            self.successResultOf(_deferred(self.store.peers(self.infohash))), []
+        )
+        self.assertIn(b"interval", self.announce(1, token="sesame"))
+
+    def test_store_unavailable(self):
+        """A peer store that cannot be reached gives 503, not a 500 or a hang."""
+
+        class Down(MemoryPeerStore):
+            async def announce(self, *args):
+                raise StoreUnavailable("redis is down")
+
+        self.tracker.store = Down(self.clock)
+        args = {
+            "info_hash": self.infohash,
+            "peer_id": b"-EA0100-" + b"%012d" % 1,
+            "port": 1,
+        }
+        code, body = self.get("/announce", args)
+        self.assertEqual(code, 503)
+        self.assertIn(b"failure reason", lt.bdecode(body))
 
     def test_announce(self):
         """An announce gets the interval and the other peers as compact bytes."""
