@@ -29,6 +29,7 @@ class PackagingTests(TestCase):
         """Each example config in etc/ loads without errors."""
         kinds = {
             "tracker.yaml": config.TrackerConfig,
+            "tracker-redis.yaml": config.TrackerConfig,
             "seeder.yaml": config.NodeConfig,
             "agent.yaml": config.NodeConfig,
             "proxy.yaml": config.NodeConfig,
