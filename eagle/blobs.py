@@ -177,7 +177,8 @@ class HTTPSource:
                 raise ValueError("blob does not match its digest")
         except Exception as e:
             return self._failed(transfer, e)
-        self.traffic.add(body.source, transfer.size - offset)
+        # Bytes dropped because the sender ignored our Range crossed the network too.
+        self.traffic.add(body.source, transfer.size - offset + body.skip)
         transfer.succeed(self.cache.commit(ref.hex, transfer.path))
 
     def _failed(self, transfer: Transfer, reason: Exception) -> None:
@@ -292,12 +293,28 @@ class _SwarmDownload:
         self.progress = PieceProgress(metainfo.size, metainfo.piece_length)
         self.hasher = _PrefixHasher(path)
         self.over_http = False
+        self.hurried = 0  # pieces before this one have a deadline
         reactor = source.http_source.reactor
         self.stall_timeout = source.stall_timeout
         self.timer = reactor.callLater(self.stall_timeout, self._stalled)
         self.swarm.download(
             metainfo, cache.incoming, self._piece, self._finished, self._fall_back
         )
+        self._hurry()
+
+    # Clients read the blob from its start, but rarest-first piece picking fills
+    # it in any order. Keeping deadlines on a window of pieces just past the
+    # complete prefix makes the prefix grow steadily, so clients stream while the
+    # swarm works, without making every host want the same piece at once.
+    WINDOW = 8
+
+    def _hurry(self) -> None:
+        first = self.progress.available // self.metainfo.piece_length
+        last = min(first + self.WINDOW, self.metainfo.num_pieces)
+        if last > self.hurried:
+            start = max(first, self.hurried)
+            self.swarm.hurry(self.metainfo.infohash, list(range(start, last)), 200)
+            self.hurried = last
 
     def _piece(self, piece: int) -> None:
         if self.over_http or self.transfer.ended:
@@ -309,6 +326,7 @@ class _SwarmDownload:
         except OSError as e:
             return self._fall_back(str(e))
         self.transfer.advance(available)
+        self._hurry()
 
     def _stalled(self) -> None:
         self._fall_back(f"no progress for {self.stall_timeout}s")

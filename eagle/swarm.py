@@ -110,6 +110,13 @@ class Swarm(Service):
     def startService(self):
         super().startService()
         self.session = lt.session(self._settings)
+        # libtorrent exempts peers on local networks from its rate limits; in a
+        # datacenter every peer is local, and the host's limits must hold for all.
+        everyone = lt.ip_filter()
+        global_class = 1 << lt.session.global_peer_class_id
+        everyone.add_rule("0.0.0.0", "255.255.255.255", global_class)
+        everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", global_class)
+        self.session.set_peer_class_filter(everyone)
         self.session.set_alert_notify(self._notify)
         listen = self._settings["listen_interfaces"]
         self.log.info("swarm session listening on {listen}", listen=listen)
@@ -281,6 +288,15 @@ class Swarm(Service):
         if torrent is not None and self.session is not None:
             options = lt.options_t.delete_files if delete_files else 0
             self.session.remove_torrent(torrent.handle, options)
+
+    def hurry(self, infohash: str, pieces: list[int], step_ms: int) -> None:
+        """Ask for ``pieces`` first, in order: libtorrent requests pieces with a
+        deadline from the fastest peers, the first due now and each next one
+        ``step_ms`` later; the rest of the torrent still goes rarest first."""
+        torrent = self._torrents.get(infohash)
+        if torrent is not None:
+            for i, piece in enumerate(pieces):
+                torrent.handle.set_piece_deadline(piece, i * step_ms)
 
     def remove_blob(self, blob: str) -> None:
         """Stop seeding a blob, e.g. because the cache evicted it."""
