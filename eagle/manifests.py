@@ -18,6 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 ANYONE = b""
+# Seconds a tag's manifest is served without asking the origin again.
+TAG_TTL = 10
 # Bearer tokens change with every pull; remember only the latest few readers.
 MAX_READERS = 32
 
@@ -66,7 +68,7 @@ class Manifest:
 class ManifestCache:
     """Manifests by digest (kept) and by tag (trusted for ``tag_ttl`` seconds)."""
 
-    def __init__(self, clock, max_bytes: int = 64 * 1024 * 1024, tag_ttl: float = 10):
+    def __init__(self, clock, max_bytes: int = 64 * 1024 * 1024, tag_ttl=TAG_TTL):
         self.clock = clock
         self.max_bytes = max_bytes
         self.tag_ttl = tag_ttl

@@ -15,7 +15,13 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from eagle import digest as names
 from eagle import errors
 from eagle.blobs import Blobs
-from eagle.fetch import MANIFEST_LIMIT, pass_headers, read_limited, request_headers
+from eagle.fetch import (
+    MANIFEST_LIMIT,
+    BadReply,
+    pass_headers,
+    read_limited,
+    request_headers,
+)
 from eagle.manifests import ManifestCache, credential
 from eagle.ranges import parse_range
 from eagle.streaming import send_body
@@ -23,6 +29,8 @@ from eagle.upstream import BlobRef, Upstreams
 
 _ROUTE = re.compile(r"(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)")
 MAX_URI = 4096
+# Clients wait on the version check before anything else: do not hang on an origin.
+PING_TIMEOUT = 5
 MAX_HEADER_VALUE = 8192
 
 
@@ -81,8 +89,22 @@ class Mirror:
         return write_error(request, error)
 
     @app.route("/", methods=["GET", "HEAD"])
-    def base(self, request):
+    async def base(self, request):
+        """The version check, which is also where clients learn how to log in:
+        they take the registry's credentials challenge from this answer only, so
+        the origin's is passed on, unless Eagle logs in there itself."""
         request.setHeader(b"Docker-Distribution-API-Version", b"registry/2.0")
+        code = None
+        try:
+            upstream = self.upstreams.select(query(request, "ns"))
+            if not upstream.username:
+                code, headers, body = await self.ask_origin(
+                    request, f"{upstream.url}/v2/", upstream.host, PING_TIMEOUT
+                )
+        except errors.RegistryError:
+            pass  # the origin is away: what is cached can still be served
+        if code in (401, 403):
+            return answer(request, code, headers, body)
         request.setHeader(b"Content-Type", b"application/json")
         return b"{}"
 
@@ -109,6 +131,10 @@ class Mirror:
             raise errors.RegistryError(414, "UNSUPPORTED", "request URI too long")
         if request.method not in (b"GET", b"HEAD"):
             raise errors.unsupported("this registry is a read-only mirror")
+        if path == "_catalog":
+            upstream = self.upstreams.select(query(request, "ns"))
+            url = f"{upstream.url}/v2/_catalog{origin_query(request)}"
+            return await self.forward(request, url, upstream.host)
         match = _ROUTE.fullmatch(path)
         if match is None:
             raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
@@ -130,9 +156,7 @@ class Mirror:
                 request, upstream, repository, names.reference(ref)
             )
         if ref == "list":
-            url = f"{upstream.url}/v2/{repository}/tags/list"
-            if request.args:
-                url += "?" + request.uri.split(b"?", 1)[1].decode("ascii", "replace")
+            url = f"{upstream.url}/v2/{repository}/tags/list{origin_query(request)}"
         else:
             raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
         return await self.forward(request, url, upstream.host)
@@ -179,18 +203,21 @@ class Mirror:
         back byte for byte."""
         return answer(request, *await self.ask_origin(request, url, source))
 
-    async def ask_origin(self, request, url: str, source: str):
+    async def ask_origin(self, request, url: str, source: str, timeout: float = 30):
         """Send the client's request on to the origin with its content negotiation
         and credentials; return (status, headers to pass back, body)."""
         accept = request.requestHeaders.getRawHeaders(b"Accept", [])
         headers = request_headers(authorization(request), accept)
         try:
             response = await self.http.request(
-                request.method.decode(), url, headers=headers, timeout=30
+                request.method.decode(), url, headers=headers, timeout=timeout
             )
         except Exception as e:
             raise errors.upstream_unavailable(source, str(e)[:200]) from None
-        body = await read_limited(response, MANIFEST_LIMIT, self.reactor)
+        try:
+            body = await read_limited(response, MANIFEST_LIMIT, self.reactor)
+        except BadReply as e:  # cut short, silent, or too big: nothing to pass on
+            raise errors.upstream_bad_reply(source, str(e)[:200]) from None
         passed = pass_headers(response)
         length = response.headers.getRawHeaders(b"Content-Length")
         if request.method == b"HEAD" and length:
@@ -200,11 +227,14 @@ class Mirror:
     async def blob(self, request, ref: BlobRef):
         if request.method == b"HEAD" and not self.blobs.cache.has(ref.hex):
             # A miss is resolved upstream: ask the origin, fetch nothing yet.
-            return await self.forward(
-                request,
-                ref.upstream.blob_url(ref.repository, ref.digest),
-                ref.upstream.host,
-            )
+            url = ref.upstream.blob_url(ref.repository, ref.digest)
+            code, headers, body = await self.ask_origin(request, url, ref.upstream.host)
+            answer(request, code, headers, body)
+            if code == 200:
+                # The object storage a registry may redirect to knows no digests.
+                request.setHeader(b"Content-Type", b"application/octet-stream")
+                request.setHeader(b"Docker-Content-Digest", str(ref.digest).encode())
+            return body
         transfer = await self.blobs.open(ref)
         size = transfer.size
         span = parse_range(request.getHeader(b"Range"), size)
@@ -247,6 +277,17 @@ def answer(request, code: int, headers, body: bytes) -> bytes:
     if not request.responseHeaders.hasHeader(b"content-length"):
         request.setHeader(b"Content-Length", str(len(body)).encode())
     return body
+
+
+def origin_query(request) -> str:
+    """The client's query string for the origin, as sent, less Eagle's ``ns``."""
+    _, _, raw = request.uri.partition(b"?")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise errors.RegistryError(400, "UNSUPPORTED", "query must be ASCII") from None
+    kept = [item for item in text.split("&") if item.split("=")[0] != "ns"]
+    return "?" + "&".join(kept) if raw and kept else ""
 
 
 def authorization(request) -> bytes | None:
