@@ -23,6 +23,9 @@ setup(
         "werkzeug>=2",
     ],
     # ruff is pinned: a new release's rules must not fail the suite by surprise.
-    extras_require={"test": ["hypothesis>=6.90", "ruff==0.17.6"]},
+    extras_require={
+        "test": ["hypothesis>=6.90", "ruff==0.17.6"],
+        "bench": ["matplotlib>=3.7"],
+    },
     entry_points={"console_scripts": ["eagle = eagle.cli:main"]},
 )

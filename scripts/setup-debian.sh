@@ -40,7 +40,7 @@ fi
 stamp=.venv/.eagle-installed
 wanted=$(sha256sum setup.py | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-    .venv/bin/pip install --config-settings editable_mode=compat -e '.[test]'
+    .venv/bin/pip install --config-settings editable_mode=compat -e '.[test,bench]'
     echo "$wanted" > "$stamp"
 else
     echo "Python packages: installed (setup.py unchanged)"

@@ -433,10 +433,13 @@ class RegistryCases:
         sent = [r for r in self.origin.seen() if "cookie" in r.headers]
         self.assertEqual(sent, [])
 
-    test_cookies_stay_with_their_client.todo = (
-        "the daemons' one treq HTTPClient keeps a cookie jar for every client:"
-        " eagle/taps/__init__.py _http_client must give it one that keeps nothing"
-    )
+    def test_no_compression_asked(self):
+        """Eagle never asks the origin to compress: lengths and bytes must arrive
+        as stored."""
+        self.get(self.manifest_path("plain"), ACCEPT)
+        self.get(self.blob_path(self.small))
+        asked = [r for r in self.origin.seen() if "accept-encoding" in r.headers]
+        self.assertEqual(asked, [])
 
 
 class AgentRegistryCasesTests(RegistryCases, ScriptedCase):

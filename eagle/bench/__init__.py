@@ -130,23 +130,39 @@ class NodeDaemon(Daemon):
     def status(self) -> dict:
         return self.node.call(super().status, timeout=10)
 
+    def ready(self) -> bool:
+        try:
+            self.status()
+        except OSError as e:
+            self.not_ready = e
+            return False
+        return True
+
+    def start(self) -> NodeDaemon:
+        self.not_ready: OSError | None = None
+        try:
+            super().start()
+        except LabError as e:
+            raise LabError(f"{e}\nlast readiness check: {self.not_ready!r}") from e
+        return self
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time of the daemon so far (``ip netns exec`` execs, so the process
         is the ``twist`` itself): all threads, and the main (reactor) thread."""
         if self.process is None:
-            return {"total": 0.0, "reactor": 0.0}
+            return {"total": 0.0, "system": 0.0, "reactor": 0.0}
         pid = self.process.pid
-        return {
-            "total": process_cpu(f"/proc/{pid}/stat"),
-            "reactor": process_cpu(f"/proc/{pid}/task/{pid}/stat"),
-        }
+        user, system = process_cpu(f"/proc/{pid}/stat")
+        reactor = sum(process_cpu(f"/proc/{pid}/task/{pid}/stat"))
+        return {"total": user + system, "system": system, "reactor": reactor}
 
 
-def process_cpu(stat_path: str) -> float:
-    """utime + stime in a ``/proc/<pid>/stat`` (or a thread's), in seconds."""
+def process_cpu(stat_path: str) -> tuple[float, float]:
+    """(user, system) seconds in a ``/proc/<pid>/stat`` (or a thread's)."""
     with open(stat_path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def machine_cpu() -> dict[str, float]:
@@ -205,6 +221,8 @@ class Testbed:
             self.registry.stop()
         finally:
             self.network.__exit__(*exc_info)
+            if not self.options.keep_data:
+                shutil.rmtree(self.registry.storage_dir, ignore_errors=True)
 
     def hosts(self, count: int) -> list[Host]:
         return [self.network[f"host{i}"] for i in range(count)]
@@ -433,6 +451,7 @@ class Round:
         cpu = measured["cpu"]
         node_cpu = sum(cpu[node.name]["total"] for node in self.nodes)
         node_reactor = sum(cpu[node.name]["reactor"] for node in self.nodes)
+        node_system = sum(cpu[node.name]["system"] for node in self.nodes)
         seeder_cpu = cpu[self.seeder.name]["total"]
         client_cpu = sum(h["client_cpu"] or 0 for h in hosts)
         machine = measured["machine"]
@@ -467,6 +486,7 @@ class Round:
                 if seeder_sent
                 else None,
                 "nodes_reactor_seconds": node_reactor,
+                "nodes_system_seconds": node_system,
                 "tracker_seconds": cpu[self.tracker.name]["total"],
                 "clients_seconds": client_cpu,
                 "machine_busy": machine["busy"] / machine["total"],
@@ -587,6 +607,7 @@ def run(options: Options, progress=print, command: str | None = None) -> dict:
         "options": asdict(options),
         "bound": options.bound,
         "machine": {"cores": os.cpu_count(), "kernel": os.uname().release},
+        "code": code_version(),
         "workdir": str(workdir),
         "rounds": [],
     }
@@ -607,6 +628,32 @@ def run(options: Options, progress=print, command: str | None = None) -> dict:
     results["directory"] = str(directory)
     progress(f"results in {directory}")
     return results
+
+
+def code_version() -> dict:
+    """The checkout the daemons run from: its commit and the files that differ
+    from it (the daemons import the working tree)."""
+    root = Path(__file__).resolve().parents[2]
+    version = {"commit": None, "changed": []}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "eagle", "twisted"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return version
+    if commit.returncode == 0:
+        version["commit"] = commit.stdout.strip()
+        version["changed"] = [line[3:] for line in status.stdout.splitlines()]
+    return version
 
 
 def summary_line(figures: dict) -> str:
@@ -638,6 +685,13 @@ def _cell(seconds: float | None, ratio: float | None) -> str:
     return f"{seconds:.1f} ({ratio:.2f}x)"
 
 
+def _code(code: dict | None) -> str:
+    if not code or not code.get("commit"):
+        return "unknown"
+    changed = code.get("changed") or []
+    return code["commit"][:10] + (f" + {len(changed)} changed files" if changed else "")
+
+
 def markdown(results: dict) -> str:
     """The figures as a Markdown table, one row per round."""
     options = results["options"]
@@ -645,7 +699,7 @@ def markdown(results: dict) -> str:
         f"S = {options['size'] / MiB:g} MiB, B = {options['rate'] / 1e6:g} Mbit/s, "
         f"S/B = {results['bound']:.2f} s; "
         f"{'cold seeder' if options['cold'] else 'seeder warmed before the clock'}; "
-        f"`{results['command']}`",
+        f"`{results['command']}`; code {_code(results.get('code'))}",
         "",
         "| mode | N | p50 s (x S/B) | p90 | p99 | max | first byte p50 | "
         "origin / S | seeder / S (payload) | node CPU s/GB (reactor) | "

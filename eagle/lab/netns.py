@@ -229,11 +229,12 @@ class Host:
         return {"rx": int(stats["rx"]["bytes"]), "tx": int(stats["tx"]["bytes"])}
 
     def close(self) -> None:
-        """Let go of the threads that joined the namespace."""
+        """Let go of the threads that joined the namespace (without waiting for
+        a call still running: its own timeout ends it)."""
         with self._lock:
             threads, self._threads = self._threads, None
         if threads is not None:
-            threads.shutdown(wait=True, cancel_futures=True)
+            threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _enter_namespace(namespace: str) -> None:
@@ -402,9 +403,11 @@ class Network:
         """
         previous = _ignore_signals()
         try:
+            created, self._created = self._created, []
+            # Processes first: a call waiting on one of them then fails at once.
+            _kill_all_in(created)
             for host in self.hosts.values():
                 host.close()
-            created, self._created = self._created, []
             _delete_namespaces(created)
             if self._blackhole is not None:
                 with _blackhole_lock:

@@ -2,6 +2,7 @@
 ``twist eagle-tracker|eagle-seeder|eagle-agent|eagle-proxy``."""
 
 import json
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import txredisapi
@@ -12,7 +13,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
 from eagle import config
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
@@ -99,7 +102,29 @@ def _http_client(reactor, cfg: config.NodeConfig) -> HTTPClient:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     agent = Agent(reactor, contextFactory=RegistryTLSPolicy(unverified), pool=pool)
-    return HTTPClient(agent)
+    # One client serves every engine on the host: it must keep no cookies, or an
+    # origin's cookie for one client would go out with another's requests.
+    no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+    return HTTPClient(_Identity(agent), cookiejar=no_cookies)
+
+
+@implementer(IAgent)
+class _Identity:
+    """Asks origins for bytes as stored, never compressed in transit.
+
+    treq asks for gzip on every request; an origin or CDN that obliged would
+    change a blob's length and a manifest's bytes on the way, which a mirror that
+    promises Content-Length up front and exact manifests cannot accept.
+    """
+
+    def __init__(self, agent):
+        self._agent = agent
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        if headers is not None:
+            headers = headers.copy()
+            headers.removeHeader(b"accept-encoding")
+        return self._agent.request(method, uri, headers, bodyProducer)
 
 
 def _upstreams(cfg: config.NodeConfig) -> Upstreams:

@@ -1,0 +1,9 @@
+#!/bin/sh
+# Set up this Debian machine, then run the distribution benchmark (needs root:
+# network namespaces and tc). Arguments go to `python -m eagle.bench`, e.g.
+#   sh scripts/bench.sh --scaling 2,4,8
+# Results: results/<timestamp>/bench.json, bench.md, cdf.png.
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/setup-debian.sh
+exec .venv/bin/python -m eagle.bench "$@"
