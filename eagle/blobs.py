@@ -106,13 +106,16 @@ class HTTPSource:
 
     log = Logger()
 
-    def __init__(self, http, reactor, cache, seeders, traffic, origin=True):
+    def __init__(
+        self, http, reactor, cache, seeders, traffic, origin=True, credentials=None
+    ):
         self.http = http
         self.reactor = reactor
         self.cache = cache
         self.seeders = list(seeders)
         self.traffic = traffic
         self.origin = origin
+        self.credentials = credentials  # eagle.auth.Credentials, for the origin
 
     async def start(self, ref: BlobRef) -> Transfer:
         body = await self._request(ref, 0)
@@ -164,8 +167,21 @@ class HTTPSource:
                 why="; ".join(failures),
             )
         url = ref.upstream.blob_url(ref.repository, ref.digest)
+        login = None
+        if ref.authorization is None and self.credentials is not None:
+
+            def login(challenge):
+                return self.credentials.answer(ref.upstream, challenge)
+
         return await request_blob(
-            self.http, self.reactor, url, headers, str(ref.digest), "origin", offset
+            self.http,
+            self.reactor,
+            url,
+            headers,
+            str(ref.digest),
+            "origin",
+            offset,
+            login,
         )
 
     async def _complete(self, ref, transfer, body: BlobBody, offset: int, sha256):

@@ -144,15 +144,28 @@ async def request_blob(
     digest: str,
     source: str,
     offset: int = 0,
+    login=None,
 ) -> BlobBody:
-    """GET a blob, from byte ``offset`` on; return once the headers are in."""
+    """GET a blob, from byte ``offset`` on; return once the headers are in.
+
+    ``login(challenge)``, if given, answers an origin's 401 with our own
+    credentials (see eagle.auth); the request is then made once more.
+    """
+    headers = headers.copy()
     if offset:
-        headers = headers.copy()
         headers.setRawHeaders(b"Range", [f"bytes={offset}-".encode()])
     try:
         response = await http.get(
             url, headers=headers, unbuffered=True, timeout=CONNECT_TIMEOUT
         )
+        if response.code == 401 and login is not None:
+            answer = await login(header(response, b"www-authenticate"))
+            if answer is not None:
+                discard(response)
+                headers.setRawHeaders(b"Authorization", [answer])
+                response = await http.get(
+                    url, headers=headers, unbuffered=True, timeout=CONNECT_TIMEOUT
+                )
     except Exception as e:
         raise errors.upstream_unavailable(source, str(e)[:200]) from None
     if response.code == 206 and offset:

@@ -18,6 +18,7 @@ from eagle.blobs import Blobs
 from eagle.fetch import (
     MANIFEST_LIMIT,
     BadReply,
+    discard,
     pass_headers,
     read_limited,
     request_headers,
@@ -25,7 +26,7 @@ from eagle.fetch import (
 from eagle.manifests import ManifestCache, credential
 from eagle.ranges import parse_range
 from eagle.streaming import send_body
-from eagle.upstream import BlobRef, Upstreams
+from eagle.upstream import BlobRef, Upstream, Upstreams
 
 _ROUTE = re.compile(r"(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)")
 MAX_URI = 4096
@@ -68,7 +69,10 @@ class Mirror:
     app = Klein()
     log = Logger()
 
-    def __init__(self, upstreams: Upstreams, blobs: Blobs, http, reactor):
+    def __init__(
+        self, upstreams: Upstreams, blobs: Blobs, http, reactor, credentials=None
+    ):
+        self.credentials = credentials  # eagle.auth.Credentials
         self.upstreams = upstreams
         self.blobs = blobs
         self.http = http
@@ -99,7 +103,7 @@ class Mirror:
             upstream = self.upstreams.select(query(request, "ns"))
             if not upstream.username:
                 code, headers, body = await self.ask_origin(
-                    request, f"{upstream.url}/v2/", upstream.host, PING_TIMEOUT
+                    request, f"{upstream.url}/v2/", upstream, PING_TIMEOUT
                 )
         except errors.RegistryError:
             pass  # the origin is away: what is cached can still be served
@@ -134,7 +138,7 @@ class Mirror:
         if path == "_catalog":
             upstream = self.upstreams.select(query(request, "ns"))
             url = f"{upstream.url}/v2/_catalog{origin_query(request)}"
-            return await self.forward(request, url, upstream.host)
+            return await self.forward(request, url, upstream)
         match = _ROUTE.fullmatch(path)
         if match is None:
             raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
@@ -159,7 +163,7 @@ class Mirror:
             url = f"{upstream.url}/v2/{repository}/tags/list{origin_query(request)}"
         else:
             raise errors.RegistryError(404, "NOT_FOUND", "no such endpoint", path[:200])
-        return await self.forward(request, url, upstream.host)
+        return await self.forward(request, url, upstream)
 
     async def manifest(self, request, upstream, repository: str, reference: str):
         """A manifest from the cache when it may be, else from the origin, whose
@@ -173,7 +177,7 @@ class Mirror:
         url = upstream.manifest_url(repository, reference)
         failure = None
         try:
-            code, headers, body = await self.ask_origin(request, url, upstream.host)
+            code, headers, body = await self.ask_origin(request, url, upstream)
         except errors.RegistryError as e:  # the origin is unreachable
             code, headers, body, failure = None, [], b"", e
         if code == 200 and request.method == b"GET":
@@ -198,26 +202,43 @@ class Mirror:
                 raise failure
         return answer(request, code, headers, body)
 
-    async def forward(self, request, url: str, source: str):
+    async def forward(self, request, url: str, upstream: Upstream):
         """Pass a small request (a tag list, a HEAD) to the origin and its answer
         back byte for byte."""
-        return answer(request, *await self.ask_origin(request, url, source))
+        return answer(request, *await self.ask_origin(request, url, upstream))
 
-    async def ask_origin(self, request, url: str, source: str, timeout: float = 30):
+    async def ask_origin(
+        self, request, url: str, upstream: Upstream, timeout: float = 30
+    ):
         """Send the client's request on to the origin with its content negotiation
         and credentials; return (status, headers to pass back, body)."""
         accept = request.requestHeaders.getRawHeaders(b"Accept", [])
-        headers = request_headers(authorization(request), accept)
+        client = authorization(request)
+        headers = request_headers(client, accept)
+        method = request.method.decode()
         try:
             response = await self.http.request(
-                request.method.decode(), url, headers=headers, timeout=timeout
+                method, url, headers=headers, timeout=timeout
             )
+            if response.code == 401 and client is None and self.credentials:
+                # The client brought no credentials: log in as the registry's
+                # configured user, if there is one.
+                challenge = response.headers.getRawHeaders(b"www-authenticate")
+                answer = await self.credentials.answer(
+                    upstream, challenge[0] if challenge else None
+                )
+                if answer is not None:
+                    discard(response)
+                    headers.setRawHeaders(b"Authorization", [answer])
+                    response = await self.http.request(
+                        method, url, headers=headers, timeout=timeout
+                    )
         except Exception as e:
-            raise errors.upstream_unavailable(source, str(e)[:200]) from None
+            raise errors.upstream_unavailable(upstream.host, str(e)[:200]) from None
         try:
             body = await read_limited(response, MANIFEST_LIMIT, self.reactor)
         except BadReply as e:  # cut short, silent, or too big: nothing to pass on
-            raise errors.upstream_bad_reply(source, str(e)[:200]) from None
+            raise errors.upstream_bad_reply(upstream.host, str(e)[:200]) from None
         passed = pass_headers(response)
         length = response.headers.getRawHeaders(b"Content-Length")
         if request.method == b"HEAD" and length:
@@ -228,7 +249,7 @@ class Mirror:
         if request.method == b"HEAD" and not self.blobs.cache.has(ref.hex):
             # A miss is resolved upstream: ask the origin, fetch nothing yet.
             url = ref.upstream.blob_url(ref.repository, ref.digest)
-            code, headers, body = await self.ask_origin(request, url, ref.upstream.host)
+            code, headers, body = await self.ask_origin(request, url, ref.upstream)
             answer(request, code, headers, body)
             if code == 200:
                 # The object storage a registry may redirect to knows no digests.

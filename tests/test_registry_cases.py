@@ -10,6 +10,7 @@ process. The tests are named after their case.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -703,3 +704,33 @@ class BadInputPropertyTests(ScriptedCase):
         log = self.node.log_path.read_text()
         self.assertNotIn("Traceback", log)
         self.assertNotIn("unexpected error", log)
+
+
+class OwnCredentialsTests(LabTestCase):
+    def test_configured_credentials_used_when_the_client_brings_none(self):
+        """With a user configured for the registry, agent and seeder trade it at
+        the token service for a Bearer token and fetch as that user."""
+        origin = self.start(ScriptedRegistry())
+        layer = os.urandom(2 << 20)
+        origin.add_blob(layer)
+        manifest = image_manifest(config_blob("amd64"), [layer])
+        origin.add_manifest(NAME, manifest, OCI_MANIFEST, "1")
+        origin.token = TOKEN
+        cluster = self.start(
+            Cluster(
+                self.tmpdir() / "cluster",
+                origin.url,
+                agents=1,
+                agent_config=AGENT_CONFIG,
+                registry_options={"username": "eagle", "password": "pw"},
+            )
+        )
+        port = cluster.agents[0].port
+        status, _, body = request(port, "GET", f"/v2/{NAME}/manifests/1", ACCEPT)
+        self.assertEqual((status, body), (200, manifest))
+        status, _, body = request(port, "GET", f"/v2/{NAME}/blobs/{digest_of(layer)}")
+        self.assertEqual((status, body), (200, layer))
+        logins = origin.seen(path="/token")
+        self.assertTrue(logins)
+        expected = "Basic " + base64.b64encode(b"eagle:pw").decode()
+        self.assertEqual({r.headers.get("authorization") for r in logins}, {expected})

@@ -72,12 +72,16 @@ class Cluster:
         agent_config: dict | None = None,
         trackers: int = 1,
         tracker_config: dict | None = None,
+        registry_options: dict | None = None,
     ):
         """``aliases`` are more registry host names served by the same origin, for
         example ``docker.io`` so that containerd's ``?ns=docker.io`` reaches it."""
         self.state_dir = Path(state_dir)
         host = origin_url.split("://", 1)[1]
-        registries = [{"host": name, "url": origin_url} for name in (host, *aliases)]
+        registries = [
+            {"host": name, "url": origin_url, **(registry_options or {})}
+            for name in (host, *aliases)
+        ]
         self.trackers = []
         for i in range(trackers):
             port = free_port()

@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from eagle import config
+from eagle.auth import Credentials
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
 from eagle.mirror import Mirror
@@ -161,12 +162,15 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None):
     http = _http_client(reactor, cfg)
     traffic = Traffic()
     seeders = [] if role == "seeder" else cfg.seeders
-    http_source = HTTPSource(http, reactor, cache, seeders, traffic)
+    credentials = Credentials(http, reactor)
+    http_source = HTTPSource(
+        http, reactor, cache, seeders, traffic, credentials=credentials
+    )
     source = http_source
     if role == "agent":
         source = SwarmSource(swarm, http_source, cfg.swarm_min_size, cfg.swarm_timeout)
     blobs = Blobs(cache, source)
-    mirror = Mirror(_upstreams(cfg), blobs, http, reactor)
+    mirror = Mirror(_upstreams(cfg), blobs, http, reactor, credentials)
 
     def stats():
         return {
