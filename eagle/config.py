@@ -95,6 +95,9 @@ class NodeConfig:
     # A swarm download that gets no piece for this long is finished over HTTP.
     swarm_timeout: float = 30
     tracker_token: str | None = None  # the trackers' announce_token
+    # Seeders: offer each piece to one peer at a time until others have it
+    # (BEP 16), so that peers trade pieces instead of the seeder sending twice.
+    super_seeding: bool = False
     libtorrent: dict = field(default_factory=dict)
 
 

@@ -100,7 +100,9 @@ class Swarm(Service):
         peer_id: str = AGENT_PEER_ID,
         trackers: list[str] = (),
         settings: dict | None = None,
+        super_seeding: bool = False,
     ):
+        self.super_seeding = super_seeding
         self._reactor = reactor
         self._settings = session_settings(listen, peer_id, settings or {})
         self.trackers = list(trackers)
@@ -257,7 +259,10 @@ class Swarm(Service):
             return
         # seed_mode trusts the file (it was verified against its digest) and checks
         # each piece's hash lazily, on its first upload.
-        self._add(metainfo, directory, lt.torrent_flags.seed_mode)
+        flags = lt.torrent_flags.seed_mode
+        if self.super_seeding:
+            flags |= lt.torrent_flags.super_seeding
+        self._add(metainfo, directory, flags)
 
     def download(
         self,

@@ -70,6 +70,7 @@ class Options:
     cold: bool = False  # include the seeder's fetch from the origin in the timing
     timeout: float | None = None  # per round; None: 60 s + 3 N S/B
     libtorrent: dict = field(default_factory=dict)  # passed to agents and seeder
+    node: dict = field(default_factory=dict)  # config keys for every node daemon
     subnet: str = SUBNET
     results: str = "results"
     workdir: str | None = None  # logs and data; None: a new temp directory
@@ -267,6 +268,7 @@ class Round:
             "seeders": seeders,
             "bittorrent_listen": f"{host.ip}:{BITTORRENT_PORT}",
         }
+        config.update(self.options.node)
         if self.options.libtorrent and kind != "proxy":
             config["libtorrent"] = dict(self.options.libtorrent)
         return NodeDaemon(host, directory, kind, config, NODE_PORT)

@@ -110,6 +110,14 @@ def parser() -> argparse.ArgumentParser:
         help="libtorrent setting for agents and seeder (repeatable)",
     )
     p.add_argument(
+        "--node",
+        type=parse_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a daemon config key for agents, proxies and seeder (repeatable)",
+    )
+    p.add_argument(
         "--subnet", default=SUBNET, help=f"the hosts' private subnet ({SUBNET})"
     )
     p.add_argument(
@@ -139,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         cold=args.cold,
         timeout=args.timeout,
         libtorrent=dict(args.libtorrent),
+        node=dict(args.node),
         subnet=args.subnet,
         results=args.results,
         workdir=args.workdir,

@@ -152,6 +152,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None):
                 cfg.trackers, cfg.labels, role == "seeder", cfg.tracker_token
             ),
             settings=cfg.libtorrent,
+            super_seeding=cfg.super_seeding and role == "seeder",
         )
         swarm.setServiceParent(top)
     cache = BlobCache(
