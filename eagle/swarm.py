@@ -63,6 +63,10 @@ def session_settings(listen: str, peer_id: str, overrides: dict) -> dict:
             "active_seeds": -1,
             "active_limit": -1,
             "torrent_connect_boost": 50,
+            # Piece suggestions (on in the preset) steer every peer to the pieces
+            # in the seeder's read cache, so a lone seeder sends the same pieces
+            # again and again: measured, seeder bytes 2.40 -> 1.85 S without them.
+            "suggest_mode": 0,
         }
     )
     settings.update(overrides)
