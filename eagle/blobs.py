@@ -106,15 +106,12 @@ class HTTPSource:
 
     log = Logger()
 
-    def __init__(
-        self, http, reactor, cache, seeders, traffic, origin=True, credentials=None
-    ):
+    def __init__(self, http, reactor, cache, seeders, traffic, credentials=None):
         self.http = http
         self.reactor = reactor
         self.cache = cache
         self.seeders = list(seeders)
         self.traffic = traffic
-        self.origin = origin
         self.credentials = credentials  # eagle.auth.Credentials, for the origin
 
     async def start(self, ref: BlobRef) -> Transfer:
@@ -141,25 +138,28 @@ class HTTPSource:
 
     async def _request(self, ref: BlobRef, offset: int) -> BlobBody:
         headers = request_headers(ref.authorization)
+
+        def fetch(url: str, source: str, login=None):
+            return request_blob(
+                self.http,
+                self.reactor,
+                url,
+                headers,
+                str(ref.digest),
+                source,
+                offset,
+                login,
+            )
+
         failures = []
         for seeder in rank(ref.hex, self.seeders):
             url = seeder_url(seeder, f"/v2/{ref.repository}/blobs/{ref.digest}", ref)
             try:
-                return await request_blob(
-                    self.http,
-                    self.reactor,
-                    url,
-                    headers,
-                    str(ref.digest),
-                    "seeder",
-                    offset,
-                )
+                return await fetch(url, "seeder")
             except errors.RegistryError as e:
                 if e.status < 500:
                     raise
                 failures.append(f"{seeder}: {e.detail}")
-        if not self.origin:
-            raise errors.upstream_unavailable("seeders", "; ".join(failures))
         if failures:
             self.log.warn(
                 "no seeder could serve {digest}, fetching from the origin: {why}",
@@ -173,16 +173,7 @@ class HTTPSource:
             def login(challenge):
                 return self.credentials.answer(ref.upstream, challenge)
 
-        return await request_blob(
-            self.http,
-            self.reactor,
-            url,
-            headers,
-            str(ref.digest),
-            "origin",
-            offset,
-            login,
-        )
+        return await fetch(url, "origin", login)
 
     async def _complete(self, ref, transfer, body: BlobBody, offset: int, sha256):
         try:
