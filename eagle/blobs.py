@@ -173,7 +173,17 @@ class HTTPSource:
             def login(challenge):
                 return self.credentials.answer(ref.upstream, challenge)
 
-        return await fetch(url, "origin", login)
+        try:
+            return await fetch(url, "origin", login)
+        except errors.RegistryError as e:
+            if e.status >= 500:
+                self.log.warn(
+                    "origin {registry} failed for {digest}: {why}",
+                    registry=ref.upstream.host,
+                    digest=str(ref.digest),
+                    why=e.detail,
+                )
+            raise
 
     async def _complete(self, ref, transfer, body: BlobBody, offset: int, sha256):
         try:

@@ -83,6 +83,7 @@ class BlobCache:
 
     def unpin(self, hex_: str) -> None:
         self.lru.unpin(hex_)
+        self.evict()  # what the pin held over budget may go now
 
     def commit(self, hex_: str, path: str) -> str:
         """Move a verified blob from ``path`` into the cache and return its path."""

@@ -36,6 +36,15 @@ class BadReply(Exception):
     """The other side answered, but not with what we asked for."""
 
 
+def reason(error: Exception) -> str:
+    """Why a request failed, readable: Twisted wraps the cause (a refused
+    connection, a certificate that did not verify) in lists of Failures."""
+    causes = getattr(error, "reasons", None)
+    if causes:
+        return "; ".join(cause.getErrorMessage() for cause in causes)[:300]
+    return (str(error) or type(error).__name__)[:300]
+
+
 def header(response, name: bytes) -> bytes | None:
     values = response.headers.getRawHeaders(name)
     return values[0] if values else None
@@ -167,7 +176,7 @@ async def request_blob(
                     url, headers=headers, unbuffered=True, timeout=CONNECT_TIMEOUT
                 )
     except Exception as e:
-        raise errors.upstream_unavailable(source, str(e)[:200]) from None
+        raise errors.upstream_unavailable(source, reason(e)) from None
     if response.code == 206 and offset:
         first, size = _content_range(header(response, b"content-range"))
         if first != offset:

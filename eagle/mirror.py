@@ -14,13 +14,15 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from eagle import digest as names
 from eagle import errors
-from eagle.blobs import Blobs
+from eagle.access import AccessCache
+from eagle.blobs import EMPTY_SHA256, Blobs
 from eagle.fetch import (
     MANIFEST_LIMIT,
     BadReply,
     discard,
     pass_headers,
     read_limited,
+    reason,
     request_headers,
 )
 from eagle.manifests import ManifestCache, credential
@@ -30,6 +32,8 @@ from eagle.upstream import BlobRef, Upstream, Upstreams
 
 _ROUTE = re.compile(r"(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)")
 MAX_URI = 4096
+# The origin's answers that refuse a client a blob, passed on as they are.
+REFUSALS = (401, 403, 429)
 # Clients wait on the version check before anything else: do not hang on an origin.
 PING_TIMEOUT = 5
 MAX_HEADER_VALUE = 8192
@@ -59,7 +63,8 @@ def write_upstream(request, answer: errors.UpstreamAnswer) -> bytes:
     request.setResponseCode(answer.status)
     for name, values in answer.headers:
         request.responseHeaders.setRawHeaders(name, values)
-    request.setHeader(b"Content-Length", str(len(answer.body)).encode())
+    if not request.responseHeaders.hasHeader(b"content-length"):
+        request.setHeader(b"Content-Length", str(len(answer.body)).encode())
     return answer.body
 
 
@@ -78,6 +83,7 @@ class Mirror:
         self.http = http
         self.reactor = reactor
         self.manifests = ManifestCache(reactor)
+        self.access = AccessCache(reactor)
         self.served = {"blobs": 0, "manifests": 0}
 
     def resource(self):
@@ -103,7 +109,7 @@ class Mirror:
             upstream = self.upstreams.select(query(request, "ns"))
             if not upstream.username:
                 code, headers, body = await self.ask_origin(
-                    request, f"{upstream.url}/v2/", upstream, PING_TIMEOUT
+                    request, f"{upstream.url}/v2/", upstream, timeout=PING_TIMEOUT
                 )
         except errors.RegistryError:
             pass  # the origin is away: what is cached can still be served
@@ -121,6 +127,15 @@ class Mirror:
         try:
             return await self._dispatch(request, rest)
         except errors.RegistryError as e:
+            if e.status >= 500:  # the origin or a seeder failed: say which and why
+                self.log.warn(
+                    "{method} {path}: {status} {message}: {detail}",
+                    method=request.method.decode(),
+                    path=rest[:200],
+                    status=e.status,
+                    message=e.message,
+                    detail=e.detail,
+                )
             return write_error(request, e)
         except errors.UpstreamAnswer as e:
             return write_upstream(request, e)
@@ -208,14 +223,19 @@ class Mirror:
         return answer(request, *await self.ask_origin(request, url, upstream))
 
     async def ask_origin(
-        self, request, url: str, upstream: Upstream, timeout: float = 30
+        self,
+        request,
+        url: str,
+        upstream: Upstream,
+        method: bytes | None = None,
+        timeout: float = 30,
     ):
         """Send the client's request on to the origin with its content negotiation
         and credentials; return (status, headers to pass back, body)."""
         accept = request.requestHeaders.getRawHeaders(b"Accept", [])
         client = authorization(request)
         headers = request_headers(client, accept)
-        method = request.method.decode()
+        method = (method or request.method).decode()
         try:
             response = await self.http.request(
                 method, url, headers=headers, timeout=timeout
@@ -234,7 +254,7 @@ class Mirror:
                         method, url, headers=headers, timeout=timeout
                     )
         except Exception as e:
-            raise errors.upstream_unavailable(upstream.host, str(e)[:200]) from None
+            raise errors.upstream_unavailable(upstream.host, reason(e)) from None
         try:
             body = await read_limited(response, MANIFEST_LIMIT, self.reactor)
         except BadReply as e:  # cut short, silent, or too big: nothing to pass on
@@ -245,6 +265,41 @@ class Mirror:
             passed.append((b"content-length", length[:1]))
         return response.code, passed, body
 
+    async def check_access(self, request, ref: BlobRef) -> None:
+        """Go on only if this client may pull the blob from the origin: ask the
+        origin (a HEAD with the client's credentials) unless it said yes lately.
+
+        Raises the origin's refusal for the client to see."""
+        if ref.hex == EMPTY_SHA256:
+            return  # nothing to protect, and registries need not store it
+        key = (ref.upstream.host, ref.repository, ref.hex)
+        who = credential(ref.authorization)
+        if self.access.fresh(key, who):
+            return
+        url = ref.upstream.blob_url(ref.repository, ref.digest)
+        try:
+            code, headers, _ = await self.ask_origin(
+                request, url, ref.upstream, b"HEAD"
+            )
+        except errors.RegistryError:
+            if self.access.known(key, who):
+                return  # the origin is away; it said yes to this client before
+            raise
+        if code == 200:
+            self.access.confirm(key, who)
+            return
+        if code == 404:
+            raise errors.blob_unknown(str(ref.digest))
+        if code in REFUSALS:
+            body = b""
+            if request.method == b"GET":
+                # A HEAD's refusal has no body, and the client must see the
+                # origin's own answer: ask again as the client did. A refused GET
+                # carries only the error, never the blob.
+                code, headers, body = await self.ask_origin(request, url, ref.upstream)
+            raise errors.UpstreamAnswer(code, headers, body)
+        raise errors.upstream_bad_reply(ref.upstream.host, f"status {code}")
+
     async def blob(self, request, ref: BlobRef):
         if request.method == b"HEAD" and not self.blobs.cache.has(ref.hex):
             # A miss is resolved upstream: ask the origin, fetch nothing yet.
@@ -252,10 +307,15 @@ class Mirror:
             code, headers, body = await self.ask_origin(request, url, ref.upstream)
             answer(request, code, headers, body)
             if code == 200:
+                self.access.confirm(
+                    (ref.upstream.host, ref.repository, ref.hex),
+                    credential(ref.authorization),
+                )
                 # The object storage a registry may redirect to knows no digests.
                 request.setHeader(b"Content-Type", b"application/octet-stream")
                 request.setHeader(b"Docker-Content-Digest", str(ref.digest).encode())
             return body
+        await self.check_access(request, ref)
         transfer = await self.blobs.open(ref)
         size = transfer.size
         span = parse_range(request.getHeader(b"Range"), size)

@@ -57,12 +57,14 @@ class Seeder:
 
 
 class SeederAPI:
-    """``/torrents/<digest>?ns=<registry>&repository=<name>``: a blob's torrent."""
+    """``/torrents/<digest>?ns=<registry>&repository=<name>``: a blob's torrent,
+    for clients that may pull the blob (``mirror.check_access``)."""
 
     app = Klein()
 
-    def __init__(self, seeder: Seeder):
+    def __init__(self, seeder: Seeder, mirror):
         self.seeder = seeder
+        self.mirror = mirror
 
     def resource(self):
         return self.app.resource()
@@ -80,6 +82,7 @@ class SeederAPI:
                 names.blob_digest(digest),
                 authorization(request),
             )
+            await self.mirror.check_access(request, ref)
             data = await self.seeder.torrent(ref)
         except errors.RegistryError as e:
             return write_error(request, e)

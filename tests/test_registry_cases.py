@@ -327,12 +327,6 @@ class RegistryCases:
             self.assertEqual(theirs[0], 401)
             self.assertSameAnswer(mine, theirs, method)
 
-    test_a1_cached_blob_still_needs_credentials.todo = (
-        "cached blobs are served to anyone: the access check of DESIGN.md (a HEAD"
-        " to the origin with the client's credentials, remembered briefly) is not"
-        " built yet, on agents, proxies or the seeder's torrent endpoint"
-    )
-
     def test_a1_skopeo_logs_in_through_the_node(self):
         """skopeo, given credentials, learns the Bearer challenge from the node's
         version check, fetches its token and pulls through the node (A1)."""

@@ -183,7 +183,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None):
         }
 
     children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
-    return top, swarm, blobs, children, reactor
+    return top, swarm, blobs, mirror, children, reactor
 
 
 def _status_tree(stats) -> Resource:
@@ -234,11 +234,11 @@ def make_tracker(options) -> MultiService:
 
 def make_seeder(options) -> MultiService:
     cfg = config.load(options["config"], config.NodeConfig)
-    top, swarm, blobs, children, reactor = _node(cfg, "seeder")
+    top, swarm, blobs, mirror, children, reactor = _node(cfg, "seeder")
     threads = _ThreadPoolService(reactor, 2, "eagle-seeder-hashing")
     threads.setServiceParent(top)
     seeder = Seeder(blobs, swarm, _upstreams(cfg), threads.run)
-    children[b"torrents"] = SeederAPI(seeder).resource()
+    children[b"torrents"] = SeederAPI(seeder, mirror).resource()
     strports.service(cfg.listen, site(children)).setServiceParent(top)
     reactor.callWhenRunning(_seed_cache, swarm, blobs.cache)
     return top
@@ -246,7 +246,7 @@ def make_seeder(options) -> MultiService:
 
 def _make_node(options, role: str) -> MultiService:
     cfg = config.load(options["config"], config.NodeConfig)
-    top, swarm, blobs, children, reactor = _node(cfg, role)
+    top, swarm, blobs, _, children, reactor = _node(cfg, role)
     if swarm is not None:
         reactor.callWhenRunning(_seed_cache, swarm, blobs.cache)
     strports.service(cfg.listen, site(children)).setServiceParent(top)
