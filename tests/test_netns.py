@@ -87,6 +87,44 @@ class NetworkTests(LabTestCase):
             self.assertNotIn(name, listed)
         self.assertNotIn(f"metric {os.getpid()} ", _blackholes() + " ")
 
+    def test_two_zones_meet_at_the_inter_zone_rate_and_vanish_after(self):
+        """Hosts at 200 Mbit/s in two zones joined at 20 Mbit/s: 2 MB from one
+        zone to the other takes at least 0.8 s at that rate, so more than 0.6 s,
+        and the inter-zone path counts it; nothing is left after."""
+        with Network(
+            {"a": 200_000_000, "b": 200_000_000},
+            zones={"a": "a", "b": "b"},
+            zone_rate=20_000_000,
+        ) as network:
+            a, b = network["a"], network["b"]
+            names = network.namespaces()
+            self.assertEqual(network.zones, ["a", "b"])
+            listener = b.call(socket.create_server, (b.ip, PORT))
+            received: dict = {}
+            receiver = threading.Thread(
+                target=_receive_all, args=(listener, received), daemon=True
+            )
+            receiver.start()
+
+            def send() -> float:
+                started = time.monotonic()
+                with socket.create_connection((b.ip, PORT), timeout=10) as sock:
+                    sock.sendall(b"\0" * (2 * MB))
+                return started
+
+            started = a.call(send, timeout=30)
+            receiver.join(30)
+            listener.close()
+            self.assertEqual(received.get("bytes"), 2 * MB)
+            self.assertGreaterEqual(received["done"] - started, 0.6)
+            crossed = network.zone_counters()["b"]
+            self.assertGreaterEqual(crossed["in"], 2 * MB)
+            self.assertLess(crossed["out"], MB)  # acknowledgements only
+        listed = _namespaces()
+        for name in names:
+            self.assertNotIn(name, listed)
+        self.assertNotIn(f"metric {os.getpid()} ", _blackholes() + " ")
+
     def test_teardown_after_an_exception(self):
         class Boom(Exception):
             pass

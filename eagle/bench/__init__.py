@@ -17,6 +17,13 @@ machine's cores were. `run` writes JSON, a Markdown table and a CDF plot.
 
 A mode is what runs on the hosts: ``agent`` (P2P) or ``proxy`` (P2P off, blobs
 over HTTP from the seeder: the baseline).
+
+Locality (``zones`` > 1): the hosts are dealt round-robin into zones ``a``, ``b``,
+.. (origin, tracker and seeder in ``a``), each zone on its own bridge, the zones
+joined by a slower path (``zone_rate``, default B/4). Agents then pull twice, once
+with topology labels (``region: r, zone: <its zone>``, for the tracker's choice
+of peers) and once without, and each round also reports the bytes that crossed
+the inter-zone path, per S.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ TRACKER_PORT = 7070
 NODE_PORT = 5050
 BITTORRENT_PORT = 6881
 PERCENTILES = (50, 90, 99)
+REGION = "r"
 #: Seconds a client has to start and say it is ready.
 CLIENT_START_TIMEOUT = 60.0
 
@@ -71,6 +79,8 @@ class Options:
     timeout: float | None = None  # per round; None: 60 s + 3 N S/B
     libtorrent: dict = field(default_factory=dict)  # passed to agents and seeder
     node: dict = field(default_factory=dict)  # config keys for every node daemon
+    zones: int = 1  # hosts dealt into this many zones; 1: one flat network
+    zone_rate: int | None = None  # the inter-zone path's rate; None: B/4
     subnet: str = SUBNET
     results: str = "results"
     workdir: str | None = None  # logs and data; None: a new temp directory
@@ -80,6 +90,11 @@ class Options:
     def counts(self) -> list[int]:
         """The numbers of hosts to run, in order."""
         return sorted(set(self.scaling)) if self.scaling else [self.hosts]
+
+    @property
+    def zone_names(self) -> list[str]:
+        """The zones' names, ``a`` (origin, tracker, seeder) first."""
+        return [chr(ord("a") + i) for i in range(self.zones)]
 
     @property
     def bound(self) -> float:
@@ -202,7 +217,19 @@ class Testbed:
             "seeder": options.seeder_rate or rate,
         }
         hosts.update({f"host{i}": rate for i in range(max(options.counts))})
-        self.network = Network(hosts, subnet=options.subnet)
+        zones = None
+        if options.zones > 1:
+            names = options.zone_names
+            zones = {name: names[0] for name in hosts}
+            zones.update(
+                {f"host{i}": names[i % len(names)] for i in range(max(options.counts))}
+            )
+        self.network = Network(
+            hosts,
+            zones=zones,
+            zone_rate=options.zone_rate or rate // 4,
+            subnet=options.subnet,
+        )
         self.registry = OriginRegistry(self.network["origin"], workdir / "origin")
         self.digest = ""
 
@@ -230,16 +257,20 @@ class Testbed:
 
 
 class Round:
-    """One mode on N hosts: fresh daemons, one synchronized pull, the figures."""
+    """One mode on N hosts: fresh daemons, one synchronized pull, the figures.
 
-    def __init__(self, testbed: Testbed, mode: str, count: int):
+    With ``labels`` the seeder and the hosts give the tracker their zone."""
+
+    def __init__(self, testbed: Testbed, mode: str, count: int, labels: bool = False):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
         self.testbed = testbed
         self.options = testbed.options
         self.mode = mode
         self.count = count
-        self.directory = testbed.workdir / f"{mode}-n{count}"
+        self.labels = labels
+        suffix = "-labels" if labels else ""
+        self.directory = testbed.workdir / f"{mode}-n{count}{suffix}"
         net = testbed.network
         origin = testbed.registry
         self.registries = [{"host": origin.host, "url": origin.url}]
@@ -268,6 +299,8 @@ class Round:
             "seeders": seeders,
             "bittorrent_listen": f"{host.ip}:{BITTORRENT_PORT}",
         }
+        if self.labels:
+            config["labels"] = {"region": REGION, "zone": host.zone}
         config.update(self.options.node)
         if self.options.libtorrent and kind != "proxy":
             config["libtorrent"] = dict(self.options.libtorrent)
@@ -329,6 +362,7 @@ class Round:
             cpu = {daemon.name: daemon.cpu_seconds() for daemon in self.daemons}
             machine = machine_cpu()
             load = os.getloadavg()[0]
+            zones_before = testbed.network.zone_counters()
             sampler = LinkSampler(testbed.network).start()
             start = time.monotonic()
             for client in clients:
@@ -339,6 +373,7 @@ class Round:
             )
             ended = time.monotonic()
             samples = sampler.stop()
+            zones_after = testbed.network.zone_counters()
             cpu = {
                 daemon.name: {
                     key: value - cpu[daemon.name][key]
@@ -364,6 +399,7 @@ class Round:
                 {
                     "host": node.name,
                     "ip": node.node.ip,
+                    "zone": node.node.zone,
                     "seconds": None if done is None else done - start,
                     "first_byte": None if first is None else first - start,
                     "bytes": result.get("bytes", 0),
@@ -387,6 +423,13 @@ class Round:
             origin_bytes=origin_bytes,
             origin_sent=origin_sent,
             seeder_sent=seeder_sent,
+            crossed={
+                zone: {
+                    way: count - zones_before[zone][way]
+                    for way, count in counters.items()
+                }
+                for zone, counters in zones_after.items()
+            },
         )
 
     def _client(self, node: NodeDaemon) -> subprocess.Popen:
@@ -459,8 +502,11 @@ class Round:
         machine = measured["machine"]
         ours = node_cpu + seeder_cpu + client_cpu + cpu[self.tracker.name]["total"]
         seeder_sent = measured["seeder_sent"]
+        crossed = measured["crossed"]
+        cross_bytes = sum(sum(ways.values()) for ways in crossed.values())
         return {
             "mode": self.mode,
+            "labels": self.labels,
             "hosts": len(hosts),
             "bound": bound,
             "times": summary,
@@ -506,6 +552,13 @@ class Round:
                 "seeder_upload_mbit": measured["links"][self.seeder.name][
                     "upload_mbit"
                 ],
+            },
+            "zones": {
+                "count": options.zones,
+                "rate": self.testbed.network.zone_rate if crossed else None,
+                "cross_bytes": cross_bytes,
+                "cross_per_size": cross_bytes / size,
+                "per_zone": crossed,
             },
             "per_host": hosts,
             "timeline": measured["timeline"],
@@ -600,6 +653,8 @@ def run(options: Options, progress=print, command: str | None = None) -> dict:
     ``command`` is the command line to record with the results."""
     if options.hosts < 1 or any(n < 1 for n in options.counts):
         raise ValueError("the number of hosts must be at least 1")
+    if not 1 <= options.zones <= min(options.counts):
+        raise ValueError("the number of zones must be between 1 and N")
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="eagle-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -616,13 +671,14 @@ def run(options: Options, progress=print, command: str | None = None) -> dict:
     progress(
         f"S={options.size / MiB:g} MiB, B={options.rate / 1e6:g} Mbit/s, "
         f"S/B={options.bound:.2f}s, N={options.counts}, modes={list(options.modes)}"
+        + (f", zones={options.zone_names}" if options.zones > 1 else "")
     )
     with Testbed(options, workdir) as testbed:
         results["digest"] = testbed.digest
         for count in options.counts:
-            for mode in options.modes:
-                progress(f"{mode}, {count} hosts ...")
-                figures = Round(testbed, mode, count).run()
+            for mode, labels in rounds(options):
+                progress(f"{mode}{' with labels' if labels else ''}, {count} hosts ...")
+                figures = Round(testbed, mode, count, labels).run()
                 results["rounds"].append(figures)
                 progress(summary_line(figures))
     directory = Path(options.results) / stamp
@@ -630,6 +686,23 @@ def run(options: Options, progress=print, command: str | None = None) -> dict:
     results["directory"] = str(directory)
     progress(f"results in {directory}")
     return results
+
+
+def rounds(options: Options) -> list[tuple[str, bool]]:
+    """(mode, labels) of the rounds for each N: with zones, agents once with
+    labels and once without (proxies ask no tracker, so once)."""
+    if options.zones < 2:
+        return [(mode, False) for mode in options.modes]
+    return [
+        (mode, labels)
+        for mode in options.modes
+        for labels in ((True, False) if mode == "agent" else (False,))
+    ]
+
+
+def _name(figures: dict) -> str:
+    """A round's mode, and whether it had labels."""
+    return figures["mode"] + (" +labels" if figures.get("labels") else "")
 
 
 def code_version() -> dict:
@@ -663,11 +736,13 @@ def summary_line(figures: dict) -> str:
     if figures["failed"]:
         return f"  FAILED on {', '.join(figures['failed'])}"
     t, r = figures["times"], figures["ratios"]
+    zones = figures["zones"]
     return (
         f"  p50 {t['p50']:.2f}s ({r['p50']:.2f}x)  p99 {t['p99']:.2f}s "
         f"({r['p99']:.2f}x)  origin {figures['origin']['per_size']:.2f} S  "
         f"seeder {figures['seeder']['per_size']:.2f} S  "
-        f"busy {figures['cpu']['machine_busy']:.0%}"
+        + (f"cross-zone {zones['cross_per_size']:.2f} S  " if zones["rate"] else "")
+        + f"busy {figures['cpu']['machine_busy']:.0%}"
     )
 
 
@@ -714,7 +789,7 @@ def markdown(results: dict) -> str:
         c = r["cpu"]
         seeder_cpu = c["seeder_per_gb"]
         cells = [
-            r["mode"] + (" FAILED " + ",".join(r["failed"]) if r["failed"] else ""),
+            _name(r) + (" FAILED " + ",".join(r["failed"]) if r["failed"] else ""),
             str(r["hosts"]),
             *(_cell(t.get(k), q.get(k)) for k in ("p50", "p90", "p99", "max")),
             "-" if first is None else f"{first:.2f}",
@@ -728,7 +803,40 @@ def markdown(results: dict) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if options.get("zones", 1) > 1:
+        lines += locality_table(results)
     return "\n".join(lines)
+
+
+def locality_table(results: dict) -> list[str]:
+    """Lines of a Markdown table of the rounds' completion times and the bytes
+    that crossed the inter-zone path, per S."""
+    zone_rate = results["rounds"][0]["zones"]["rate"] if results["rounds"] else 0
+    lines = [
+        f"Zones: {results['options']['zones']}, inter-zone path "
+        f"{zone_rate / 1e6:g} Mbit/s each way.",
+        "",
+        "| mode | N | p50 s (x S/B) | p99 | cross-zone / S | per zone: in, out / S |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    size = results["options"]["size"]
+    for r in results["rounds"]:
+        t, q, zones = r["times"], r["ratios"], r["zones"]
+        per_zone = ", ".join(
+            f"{zone}: {ways['in'] / size:.2f}, {ways['out'] / size:.2f}"
+            for zone, ways in zones["per_zone"].items()
+        )
+        cells = [
+            _name(r) + (" FAILED" if r["failed"] else ""),
+            str(r["hosts"]),
+            _cell(t.get("p50"), q.get("p50")),
+            _cell(t.get("p99"), q.get("p99")),
+            f"{zones['cross_per_size']:.2f}",
+            per_zone,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def plot(results: dict, path: Path) -> None:
@@ -756,7 +864,7 @@ def plot(results: dict, path: Path) -> None:
             if not times:
                 continue
             shares = [(i + 1) / len(times) for i in range(len(times))]
-            ax.step([0.0, *times], [0.0, *shares], where="post", label=r["mode"])
+            ax.step([0.0, *times], [0.0, *shares], where="post", label=_name(r))
         for factor, style in ((1, "-"), (1.2, ":"), (1.5, "--")):
             ax.axvline(bound * factor, color="grey", linestyle=style, linewidth=0.8)
         ax.set_title(f"N = {count}: S/B = {bound:.1f} s, 1.2x dotted, 1.5x dashed")
@@ -788,7 +896,7 @@ def plot_throughput(results: dict, path: Path) -> None:
             if r["hosts"] == count:
                 timeline = r["timeline"]
                 ax.plot(
-                    timeline["seconds"], timeline["mean_download_mbit"], label=r["mode"]
+                    timeline["seconds"], timeline["mean_download_mbit"], label=_name(r)
                 )
         ax.axhline(rate, color="grey", linewidth=0.8)
         ax.set_title(f"N = {count}: mean download per host, B = {rate:g} Mbit/s")

@@ -118,6 +118,16 @@ def parser() -> argparse.ArgumentParser:
         help="a daemon config key for agents, proxies and seeder (repeatable)",
     )
     p.add_argument(
+        "--zones",
+        type=int,
+        default=1,
+        help="deal the hosts into this many zones; agents pull with labels and "
+        "without (1)",
+    )
+    p.add_argument(
+        "--zone-rate", type=parse_rate, help="the path between zones' rate (B/4)"
+    )
+    p.add_argument(
         "--subnet", default=SUBNET, help=f"the hosts' private subnet ({SUBNET})"
     )
     p.add_argument(
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         libtorrent=dict(args.libtorrent),
         node=dict(args.node),
+        zones=args.zones,
+        zone_rate=args.zone_rate,
         subnet=args.subnet,
         results=args.results,
         workdir=args.workdir,

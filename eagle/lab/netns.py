@@ -6,6 +6,12 @@ the other end a port of the bridge in the switch. A host's speed is a ``tc tbf``
 rate on both ends of its veth: egress of ``eth0`` is what the host sends, egress of
 the bridge port is what it receives. Loopback is up in every host.
 
+Zones. Given ``zones`` (each host's zone), the switch holds one bridge per zone,
+each host plugged into its zone's, and every zone after the first is joined to the
+first zone's bridge by a veth pair with a ``tc tbf`` at ``zone_rate`` on both ends:
+that pair is the inter-zone path, and its counters (`Network.zone_counters`) are
+the bytes that crossed it. All zones share the one subnet.
+
 Containment. The hosts' subnet (`SUBNET`, an RFC 1918 /24) exists only inside
 these namespaces: the bridge lives in its own namespace, the root namespace gets no
 address and no link in it, and the hosts have no route but their own /24. Packets
@@ -172,11 +178,14 @@ class Host:
 
     interface = "eth0"
 
-    def __init__(self, name: str, namespace: str, ip: str, rate: int | None):
+    def __init__(
+        self, name: str, namespace: str, ip: str, rate: int | None, zone: str = ""
+    ):
         self.name = name
         self.namespace = namespace
         self.ip = ip
         self.rate = rate  # bits per second, both ways; None: no limit
+        self.zone = zone  # its zone's name; "": the network has no zones
         self.port: str | None = None  # its veth's end on the bridge
         self._threads: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -264,12 +273,18 @@ class Network:
     ``hosts`` maps each host's name to its rate in bits per second (None: no
     limit). Addresses are handed out in order from ``subnet``, the first host
     getting ``.1``; `hosts` maps names to the `Host` objects once entered.
+
+    ``zones``, if given, maps every host's name to its zone's name; zones are
+    ordered by their first host, and the first is the hub the others are joined
+    to by a path at ``zone_rate`` bits per second each way (None: no limit).
     """
 
     def __init__(
         self,
         hosts: dict[str, int | None],
         *,
+        zones: dict[str, str] | None = None,
+        zone_rate: int | None = None,
         subnet: str = SUBNET,
         prefix: str = PREFIX,
     ):
@@ -284,12 +299,21 @@ class Network:
                 raise ValueError(
                     f"host name {name!r}: 1-12 of [a-z0-9], a letter first"
                 )
+        zones = zones or {}
+        if zones and set(zones) != set(hosts):
+            raise ValueError("zones must name the zone of every host, and no more")
+        #: The zones' names, the hub first; [""] without zones.
+        named = [zones[name] for name in hosts] if zones else [""]
+        self.zones = list(dict.fromkeys(named))
+        self.zone_rate = zone_rate
         self.subnet = str(network)
         self.prefix = prefix
         self.run_id = f"{prefix}-{os.getpid()}-{next(_sequence)}"
         self.switch = f"{self.run_id}-switch"
         self.hosts = {
-            name: Host(name, f"{self.run_id}-{name}", str(address), rate)
+            name: Host(
+                name, f"{self.run_id}-{name}", str(address), rate, zones.get(name, "")
+            )
             for (name, rate), address in zip(hosts.items(), addresses, strict=False)
         }
         self._created: list[str] = []
@@ -312,8 +336,12 @@ class Network:
             self._guard_root_namespace()
             self._add_namespace(self.switch)
             _ip("link", "set", "lo", "up", namespace=self.switch)
-            _ip("link", "add", "br0", "type", "bridge", namespace=self.switch)
-            _ip("link", "set", "br0", "up", namespace=self.switch)
+            for index in range(len(self.zones)):
+                bridge = self._bridge(self.zones[index])
+                _ip("link", "add", bridge, "type", "bridge", namespace=self.switch)
+                _ip("link", "set", bridge, "up", namespace=self.switch)
+                if index:
+                    self._join_zone(index)
             for index, host in enumerate(self.hosts.values()):
                 self._add_host(index, host)
             self.up = True
@@ -352,6 +380,44 @@ class Network:
         _ip("netns", "add", namespace)
         self._created.append(namespace)
 
+    def _bridge(self, zone: str) -> str:
+        """The name of a zone's bridge in the switch."""
+        return f"br{self.zones.index(zone)}"
+
+    @staticmethod
+    def _zone_ends(index: int) -> tuple[str, str]:
+        """The names of the inter-zone veth's ends: on the hub's bridge, and on
+        zone ``index``'s."""
+        return f"x0-{index}", f"x{index}-0"
+
+    def _join_zone(self, index: int) -> None:
+        """Join zone ``index``'s bridge to the hub's by a veth pair with a token
+        bucket at the inter-zone rate on both ends (each end's egress is one way)."""
+        hub_end, zone_end = self._zone_ends(index)
+        _ip(
+            "link",
+            "add",
+            hub_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            zone_end,
+            namespace=self.switch,
+        )
+        for end, bridge in ((hub_end, "br0"), (zone_end, f"br{index}")):
+            _ip("link", "set", end, "master", bridge, "up", namespace=self.switch)
+            if self.zone_rate:
+                _tc(
+                    self.switch,
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    end,
+                    "root",
+                    *tbf(self.zone_rate),
+                )
+
     def _add_host(self, index: int, host: Host) -> None:
         self._add_namespace(host.namespace)
         port = host.port = f"p{index}"  # the host's end, on the bridge
@@ -369,7 +435,8 @@ class Network:
             "netns",
             self.switch,
         )
-        _ip("link", "set", port, "master", "br0", "up", namespace=self.switch)
+        bridge = self._bridge(host.zone)
+        _ip("link", "set", port, "master", bridge, "up", namespace=self.switch)
         prefixlen = ipaddress.ip_network(self.subnet).prefixlen
         _ip(
             "addr",
@@ -422,13 +489,10 @@ class Network:
 
     def link_counters(self) -> dict[str, dict[str, int]]:
         """Bytes each host has received (``rx``) and sent (``tx``) so far, read
-        on the bridge's ports in one go (a port sends what its host receives)."""
-        ports = json.loads(
-            _ip("-j", "-s", "link", "show", "master", "br0", namespace=self.switch)
-        )
+        on the bridges' ports in one go (a port sends what its host receives)."""
         hosts = {host.port: name for name, host in self.hosts.items()}
         counters = {}
-        for port in ports:
+        for port in self._switch_links():
             name = hosts.get(port["ifname"])
             if name is not None:
                 stats = port["stats64"]
@@ -437,6 +501,25 @@ class Network:
                     "tx": int(stats["rx"]["bytes"]),
                 }
         return counters
+
+    def zone_counters(self) -> dict[str, dict[str, int]]:
+        """Bytes that crossed the inter-zone path so far, per zone but the hub:
+        ``{zone: {"in": .., "out": ..}}``, into the zone from the hub and out of it
+        to the hub (Ethernet frames, as the veth counts them). Empty without
+        zones."""
+        links = {link["ifname"]: link["stats64"] for link in self._switch_links()}
+        counters = {}
+        for index, zone in enumerate(self.zones[1:], start=1):
+            hub_end, zone_end = self._zone_ends(index)
+            counters[zone] = {
+                "in": int(links[hub_end]["tx"]["bytes"]),
+                "out": int(links[zone_end]["tx"]["bytes"]),
+            }
+        return counters
+
+    def _switch_links(self) -> list[dict]:
+        """Every link in the switch, with its counters, as ``ip -j -s`` lists."""
+        return json.loads(_ip("-j", "-s", "link", "show", namespace=self.switch))
 
     def namespaces(self) -> list[str]:
         """The namespaces this network made and has not deleted yet."""
