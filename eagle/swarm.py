@@ -250,7 +250,9 @@ class Swarm(Service):
         params.save_path = directory
         params.trackers = self.trackers
         params.tracker_tiers = [0] * len(self.trackers)
-        params.flags = flags
+        # No peer exchange either: peers come from our trackers only, which
+        # decide who meets whom (nearest first, zones through gateways).
+        params.flags = flags | lt.torrent_flags.disable_pex
         torrent = _Torrent(
             handle=self.session.add_torrent(params), blob=params.ti.name()
         )

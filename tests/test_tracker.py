@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from eagle.tracker.peers import Peer, distance, order_peers
+from eagle.tracker.peers import Peer, distance, gateways, order_peers, reachable
 from eagle.tracker.server import (
     MAX_NUMWANT,
     AnnounceError,
@@ -78,13 +78,15 @@ class OrderPeersTests(SynchronousTestCase):
         self.assertEqual(len(order_peers(me, swarm, 100, random.Random(0))), 19)
 
     def test_nearest_first(self):
-        """Same rack, then same zone, then same region, then the others."""
+        """Same rack, then same zone, then same region, then the others (in a
+        zone too small for gateways)."""
         me = peer(0, HERE)
         far = peer(1, {"region": "us"})
         region = peer(2, {"region": "eu", "zone": "eu-2"})
         zone = peer(3, {**HERE, "rack": "r9"})
         rack = peer(4, dict(HERE))
-        ordered = order_peers(me, [far, region, zone, rack], 10, random.Random(0))
+        swarm = [far, region, zone, rack]
+        ordered = order_peers(me, swarm, 10, random.Random(0), enough_local=3)
         self.assertEqual([p.port for p in ordered], [4, 3, 2, 1])
 
     def test_complete_before_partial(self):
@@ -117,6 +119,36 @@ class OrderPeersTests(SynchronousTestCase):
         two = order_peers(me, [seeder, first, second], 10, random.Random())
         self.assertEqual(sorted(p.port for p in two), [2, 3])
 
+    def test_zones_meet_through_gateways(self):
+        """With enough hosts in its zone, a host trades only within it unless it
+        is a gateway; gateways get other zones' gateways, complete hosts and
+        seeders, never other zones' partial hosts."""
+        zone_a = {"region": "eu", "zone": "a"}
+        zone_b = {"region": "eu", "zone": "b"}
+        a = [peer(i, zone_a) for i in range(1, 6)]
+        b = [peer(i, zone_b) for i in range(10, 15)]
+        done_b = peer(20, zone_b, complete=True)
+        seeder = peer(30, zone_b, complete=True, seeder=True)
+        swarm = [*a, *b, done_b, seeder]
+        key = b"\x01" * 20
+        doors_a = gateways(a, key)
+        doors_b = gateways([*b, done_b], key)
+        self.assertEqual(len(doors_a), 1)
+        for me in a:
+            handed = order_peers(me, swarm, 50, random.Random(0), swarm=key)
+            remote = {p.key for p in handed if p.labels == zone_b}
+            if me.key in doors_a:
+                self.assertTrue(remote)
+                self.assertLessEqual(remote, doors_b | {done_b.key, seeder.key})
+            else:
+                self.assertEqual(remote, set())
+
+    def test_no_labels_no_gateways(self):
+        """Hosts without zone labels may all meet each other."""
+        swarm = [peer(i) for i in range(1, 8)]
+        handed = order_peers(peer(0), swarm, 50, random.Random(0), swarm=b"x")
+        self.assertEqual(len(handed), 7)
+
     def test_random_within_class(self):
         """Equal peers come in varying order, so load spreads."""
         me = peer(0, HERE)
@@ -130,7 +162,7 @@ class OrderPeersTests(SynchronousTestCase):
         st.lists(
             st.tuples(
                 st.sampled_from(["eu", "us", None]),
-                st.sampled_from(["z1", "z2", None]),
+                st.sampled_from(["eu-1", "z2", None]),
                 st.sampled_from(["r1", "r2", None]),
                 st.booleans(),
                 st.booleans(),
@@ -154,7 +186,7 @@ class OrderPeersTests(SynchronousTestCase):
             }
             swarm.append(peer(port, labels, complete, seeder))
         chosen = order_peers(me, swarm, numwant, rng)
-        others = [p for p in swarm if p.key != me.key]
+        others = reachable(me, [p for p in swarm if p.key != me.key], b"")
         if sum(p.complete and not p.seeder for p in others) >= 2:
             others = [p for p in others if not p.seeder]
         self.assertNotIn(me.key, [p.key for p in chosen])
@@ -417,7 +449,7 @@ class TrackerAppTests(SynchronousTestCase):
         self.announce(2001, role="seeder", left=0, **HERE)
         self.announce(2002, region="us")
         self.announce(2003, **HERE)
-        self.announce(2004, **{**HERE, "rack": "r2"})
+        self.announce(2004, region="eu", zone="eu-2")
         reply = self.announce(2005, numwant=10, **HERE)
         self.assertEqual(self.ports(reply[b"peers"]), [2003, 2004, 2002, 2001])
         reply = self.announce(2005, numwant=2, **HERE)

@@ -13,6 +13,7 @@ the requester, their entries expire from the tracker and seeders are listed
 again; meanwhile the agent's stall timeout finishes the blob over HTTP.
 """
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -20,6 +21,11 @@ LEVELS = ("region", "zone", "rack")
 # How many other hosts with the whole blob make seeders unnecessary: two, so that
 # one slow or vanished host does not leave the requester with a single source.
 ENOUGH_COMPLETE = 2
+# A zone with this many other hosts in a swarm trades with other zones through
+# GATEWAYS of its hosts only: one, so that each piece crosses about once; when it
+# leaves, its entry expires and another host takes over.
+ENOUGH_LOCAL = 2
+GATEWAYS = 1
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,68 @@ def distance(a: dict, b: dict) -> int:
     return len(LEVELS) - shared
 
 
+def zone(peer: Peer) -> tuple | None:
+    """The (region, zone) a peer names, or None if it names no zone."""
+    region, name = peer.labels.get("region"), peer.labels.get("zone")
+    return (region, name) if name is not None else None
+
+
+def gateways(members: list[Peer], swarm: bytes, count: int = GATEWAYS) -> set:
+    """The members of a zone that carry its traffic with other zones: the same
+    ones on every announce (a hash of the swarm and each peer's id), so each
+    piece crosses between zones about once; a new one takes over when one
+    leaves the swarm."""
+    hosts = [p for p in members if not p.seeder]
+    hosts.sort(key=lambda p: hashlib.sha256(swarm + p.peer_id).digest())
+    return {p.key for p in hosts[:count]}
+
+
+def reachable(
+    requester: Peer, others: list[Peer], swarm: bytes, enough_local: int = ENOUGH_LOCAL
+) -> list[Peer]:
+    """The peers that ``requester`` may be handed, by zone.
+
+    Once its zone has ``enough_local`` other members, only the zone's gateway
+    meets other zones, and then only other zones' gateways, seeders and hosts
+    with the whole blob; everyone else trades within the zone (and with seeders
+    that name no zone). Without zone labels every host may meet every other.
+    """
+    home = zone(requester)
+    if home is None:
+        return others
+    # A seeder that names no zone serves every zone (the last resort for all).
+    local = [p for p in others if zone(p) == home or (p.seeder and zone(p) is None)]
+    if len([p for p in local if not p.seeder]) < enough_local:
+        return others
+    if requester.key not in gateways([requester, *local], swarm):
+        return local
+    by_zone: dict = {}
+    for peer in others:
+        if peer not in local:
+            by_zone.setdefault(zone(peer), []).append(peer)
+    remote = [
+        p
+        for members in by_zone.values()
+        for p in members
+        if p.seeder or p.complete or p.key in gateways(members, swarm)
+    ]
+    return local + remote
+
+
 def order_peers(
     requester: Peer,
     candidates: list[Peer],
     numwant: int,
     rng: random.Random,
     enough_complete: int = ENOUGH_COMPLETE,
+    swarm: bytes = b"",
+    enough_local: int = ENOUGH_LOCAL,
 ) -> list[Peer]:
     """Pick at most ``numwant`` peers for ``requester``, nearest and most complete
-    first, never the requester itself, and no seeder once ``enough_complete``
-    other hosts have the whole blob."""
+    first, never the requester itself, other zones only through gateways, and
+    no seeder once ``enough_complete`` other hosts have the whole blob."""
     others = [p for p in candidates if p.key != requester.key]
+    others = reachable(requester, others, swarm, enough_local)
     if sum(p.complete and not p.seeder for p in others) >= enough_complete:
         others = [p for p in others if not p.seeder]
     rng.shuffle(others)

@@ -140,7 +140,7 @@ class Tracker:
             self.log.warn("peer store unavailable: {reason}", reason=str(e))
             request.setResponseCode(503)
             return self._reply(request, {"failure reason": "peer store unavailable"})
-        chosen = order_peers(peer, swarm, numwant, self.rng)
+        chosen = order_peers(peer, swarm, numwant, self.rng, swarm=infohash)
         peers4, peers6 = compact(chosen)
         complete = sum(1 for p in swarm if p.complete)
         return self._reply(
