@@ -41,7 +41,7 @@ class BlobCache:
 
     def _load(self) -> None:
         """Rebuild the accounting from disk, oldest access first."""
-        # FIXME: resume partial swarm downloads from libtorrent's resume data
+        # FIXME(issue 7): resume partial swarm downloads from libtorrent's resume data
         # instead of starting them over; until then what was incoming is dropped.
         shutil.rmtree(self.incoming)
         os.makedirs(self.incoming)

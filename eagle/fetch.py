@@ -187,7 +187,7 @@ async def request_blob(
         await _raise_for(response, reactor, digest, source)
     if not isinstance(response.length, int):
         # Without a length we cannot promise one to our client before the body.
-        # FIXME: spool such blobs fully before answering; registries send one.
+        # FIXME(issue 4): spool such blobs before answering; registries send one.
         discard(response)
         raise errors.upstream_bad_reply(source, "blob without Content-Length")
     # A 200 to a Range request carries the whole blob: drop what we have.
