@@ -62,8 +62,7 @@ async def send_body(request, transfer: Transfer, first: int, last: int) -> None:
                 # download finished over HTTP).
                 if f is not None:
                     f.close()
-                opened = transfer.path
-                f = open(opened, "rb")
+                opened, f = await _open(transfer)
                 f.seek(position)
             end = min(transfer.available, last + 1)
             while position < end and not pace.stopped:
@@ -88,6 +87,21 @@ async def send_body(request, transfer: Transfer, first: int, last: int) -> None:
         if f is not None:
             f.close()
     _unregister(request)
+
+
+async def _open(transfer: Transfer):
+    """Open the transfer's file, wherever it is by now: a finished swarm download
+    is being moved into the cache, and its old name may already be gone."""
+    while True:
+        path = transfer.path
+        try:
+            return path, open(path, "rb")
+        except FileNotFoundError:
+            if transfer.path != path:
+                continue
+            if transfer.ended:
+                raise
+            await transfer.ended_deferred()  # the move ends with its new name
 
 
 def _unregister(request) -> None:

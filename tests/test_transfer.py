@@ -207,6 +207,18 @@ class SendBodyTests(SynchronousTestCase):
         self.assertIsNone(self.request.producer)
         self.assertEqual(self.aborted, [])
 
+    def test_file_being_moved(self):
+        """A reader that arrives while the finished blob is being moved into the
+        cache (its old name already gone) waits for the new name."""
+        self.transfer.path = self.path + ".moving"  # not there any more
+        self.transfer.advance(100)
+        d = self.send()
+        self.assertEqual(self.aborted, [])
+        self.transfer.succeed(self.path)
+        self.successResultOf(d)
+        self.assertEqual(self.body(), self.data)
+        self.assertEqual(self.aborted, [])
+
     def test_range(self):
         """Only the asked-for bytes are sent."""
         self.transfer.succeed(self.path)
