@@ -2,6 +2,7 @@
 ``twist eagle-tracker|eagle-seeder|eagle-agent|eagle-proxy``."""
 
 import json
+from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -138,7 +139,7 @@ def _upstreams(cfg: config.NodeConfig) -> Upstreams:
     )
 
 
-def _node(cfg: config.NodeConfig, role: str, reactor=None):
+def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
     """The parts agents, proxies and seeders share."""
     reactor = reactor or _reactor()
     top = MultiService()
@@ -183,7 +184,26 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None):
         }
 
     children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
-    return top, swarm, blobs, mirror, children, reactor
+    return _Node(top, swarm, blobs, mirror, children, reactor)
+
+
+@dataclass
+class _Node:
+    """An agent, proxy or seeder being assembled."""
+
+    services: MultiService
+    swarm: Swarm | None
+    blobs: Blobs
+    mirror: Mirror
+    children: dict[bytes, Resource]  # the HTTP site's top-level resources
+    reactor: object
+
+    def serve(self, listen: str) -> MultiService:
+        """Add the HTTP site, and seed the cache once running; the finished tree."""
+        strports.service(listen, site(self.children)).setServiceParent(self.services)
+        if self.swarm is not None:
+            self.reactor.callWhenRunning(_seed_cache, self.swarm, self.blobs.cache)
+        return self.services
 
 
 def _status_tree(stats) -> Resource:
@@ -234,23 +254,17 @@ def make_tracker(options) -> MultiService:
 
 def make_seeder(options) -> MultiService:
     cfg = config.load(options["config"], config.NodeConfig)
-    top, swarm, blobs, mirror, children, reactor = _node(cfg, "seeder")
-    threads = _ThreadPoolService(reactor, 2, "eagle-seeder-hashing")
-    threads.setServiceParent(top)
-    seeder = Seeder(blobs, swarm, _upstreams(cfg), threads.run)
-    children[b"torrents"] = SeederAPI(seeder, mirror).resource()
-    strports.service(cfg.listen, site(children)).setServiceParent(top)
-    reactor.callWhenRunning(_seed_cache, swarm, blobs.cache)
-    return top
+    node = _node(cfg, "seeder")
+    threads = _ThreadPoolService(node.reactor, 2, "eagle-seeder-hashing")
+    threads.setServiceParent(node.services)
+    seeder = Seeder(node.blobs, node.swarm, _upstreams(cfg), threads.run)
+    node.children[b"torrents"] = SeederAPI(seeder, node.mirror).resource()
+    return node.serve(cfg.listen)
 
 
 def _make_node(options, role: str) -> MultiService:
     cfg = config.load(options["config"], config.NodeConfig)
-    top, swarm, blobs, _, children, reactor = _node(cfg, role)
-    if swarm is not None:
-        reactor.callWhenRunning(_seed_cache, swarm, blobs.cache)
-    strports.service(cfg.listen, site(children)).setServiceParent(top)
-    return top
+    return _node(cfg, role).serve(cfg.listen)
 
 
 def _seed_cache(swarm: Swarm, cache: BlobCache) -> None:
