@@ -69,6 +69,18 @@ class LabTestCase(TestCase):
         push(image, registry.url, name, "1", creds=_creds(options.get("auth")))
         return registry, image
 
+    def assertOCIError(self, answer, status: int, code: str | None = None) -> None:
+        """An OCI JSON error body with this status (and code), and no traceback."""
+        got, headers, body = answer[:3]
+        self.assertEqual(got, status, body[:300])
+        self.assertEqual(headers.get("content-type"), "application/json")
+        errors = json.loads(body)["errors"]
+        self.assertIsInstance(errors[0]["message"], str)
+        if code is not None:
+            self.assertEqual(errors[0]["code"], code)
+        self.assertNotIn(b"Traceback", body)
+        self.assertNotIn(b'File "', body)
+
     def assertServedOnce(self, registry: Registry, image: Image) -> None:
         """The registry sent each layer blob exactly once, in full."""
         expected = {layer.digest: 1 for layer in image.layers}

@@ -82,18 +82,6 @@ class MirrorCase(LabTestCase):
     def blob_path(self, digest: str | None = None, name: str = NAME) -> str:
         return f"/v2/{name}/blobs/{digest or self.layer.digest}"
 
-    def assertOCIError(self, answer, status: int, code: str | None = None) -> None:
-        """An OCI JSON error body with this status (and code), and no traceback."""
-        got, headers, body = answer
-        self.assertEqual(got, status, body[:300])
-        self.assertEqual(headers.get("content-type"), "application/json")
-        errors = json.loads(body)["errors"]
-        self.assertIsInstance(errors[0]["message"], str)
-        if code is not None:
-            self.assertEqual(errors[0]["code"], code)
-        self.assertNotIn(b"Traceback", body)
-        self.assertNotIn(b'File "', body)
-
 
 class RegistryAPI:
     """What engines see of the registry API, for agents and proxies alike."""

@@ -188,15 +188,6 @@ class ScriptedCase(LabTestCase):
         for name in ORIGIN_HEADERS:
             self.assertEqual(mine[1].get(name), theirs[1].get(name), (what, name))
 
-    def assertOCIError(self, answer, status: int, code: str | None = None) -> None:
-        got, headers, body = answer[:3]
-        self.assertEqual(got, status, body[:300])
-        self.assertEqual(headers.get("content-type"), "application/json")
-        errors = json.loads(body)["errors"]
-        self.assertIsInstance(errors[0]["message"], str)
-        if code is not None:
-            self.assertEqual(errors[0]["code"], code)
-
     def assertNoPartialBlobs(self) -> None:
         for data in self.data_dirs():
             self.assertEqual(files_under(data / "blobs"), set(), data)

@@ -8,7 +8,6 @@ show the refusal; see the report on issue 4 for a ``ca_file`` registry key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import ssl
@@ -84,35 +83,6 @@ class TLSRegistry(Registry):
             "key": str(self.certificates["server-key"]),
         }
         return config
-
-    def ready(self) -> bool:
-        try:
-            self.opener.open(self.url + "/v2/", timeout=2).close()
-        except urllib.error.HTTPError as e:
-            return e.code == 401
-        except OSError:
-            return False
-        return True
-
-    def push_blob(self, name: str, data: bytes) -> str:
-        """Upload one blob in a single request over verified TLS; its digest."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        post = urllib.request.Request(
-            f"{self.url}/v2/{name}/blobs/uploads/", method="POST"
-        )
-        with self.opener.open(post, timeout=30) as started:
-            location = started.headers["Location"]
-        if location.startswith("/"):
-            location = self.url + location
-        separator = "&" if "?" in location else "?"
-        put = urllib.request.Request(
-            f"{location}{separator}digest={digest}",
-            data=data,
-            method="PUT",
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        self.opener.open(put, timeout=60).close()
-        return digest
 
 
 class TLSOriginTests(LabTestCase):

@@ -19,7 +19,19 @@ def ask(port: int, *command: str, timeout: float = 2) -> bytes:
         return s.recv(65536)
 
 
-class RedisServer(Service):
+class _Redis(Service):
+    """A Redis process (server or sentinel): ready once it answers PING."""
+
+    port: int
+
+    def ready(self) -> bool:
+        try:
+            return ask(self.port, "PING").startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class RedisServer(_Redis):
     """``redis-server`` on 127.0.0.1:<free port>, no persistence; a replica of
     ``replica_of`` (a port) if given."""
 
@@ -38,19 +50,13 @@ class RedisServer(Service):
             argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         return argv
 
-    def ready(self) -> bool:
-        try:
-            return ask(self.port, "PING").startswith(b"+PONG")
-        except OSError:
-            return False
-
     def role(self) -> str:
         """ "master" or "slave", as the server sees itself now."""
         reply = ask(self.port, "ROLE")
         return "master" if b"master" in reply.split(b"\r\n")[2] else "slave"
 
 
-class RedisSentinel(Service):
+class RedisSentinel(_Redis):
     """``redis-sentinel`` watching the master at ``master_port`` as ``master``."""
 
     def __init__(self, state_dir, master_port: int, *, name="sentinel", quorum=2):
@@ -73,12 +79,6 @@ class RedisSentinel(Service):
 
     def argv(self) -> list[str]:
         return ["redis-sentinel", str(self.config_path)]
-
-    def ready(self) -> bool:
-        try:
-            return ask(self.port, "PING").startswith(b"+PONG")
-        except OSError:
-            return False
 
     def master_port(self) -> int:
         """The port of the master this sentinel names now."""

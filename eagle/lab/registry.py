@@ -52,6 +52,7 @@ class Registry(Service):
     """
 
     name = "registry"
+    opener = _direct  # how the lab reaches it: plain HTTP, no proxies
 
     def __init__(
         self,
@@ -110,7 +111,7 @@ class Registry(Service):
 
     def ready(self) -> bool:
         try:
-            _direct.open(self.url + "/v2/", timeout=2).close()
+            self.opener.open(self.url + "/v2/", timeout=2).close()
         except urllib.error.HTTPError as e:
             return e.code == 401  # up, and asking for credentials
         except OSError:
@@ -155,7 +156,7 @@ class Registry(Service):
         post = urllib.request.Request(
             f"{self.url}/v2/{name}/blobs/uploads/", method="POST"
         )
-        with _direct.open(post, timeout=30) as started:
+        with self.opener.open(post, timeout=30) as started:
             location = started.headers["Location"]
         if location.startswith("/"):
             location = self.url + location
@@ -167,7 +168,7 @@ class Registry(Service):
             # Any other type and the registry parses the body as a form.
             headers={"Content-Type": "application/octet-stream"},
         )
-        _direct.open(put, timeout=60).close()
+        self.opener.open(put, timeout=60).close()
         return digest
 
     def blob_gets(self, digest: str | None = None) -> dict[str, int] | int:
