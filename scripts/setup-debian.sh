@@ -6,7 +6,7 @@
 # goes on. Then makes .venv if absent and installs Eagle into it with its test extras.
 set -eu
 
-PACKAGES="docker-registry skopeo podman docker.io containerd redis-server
+PACKAGES="docker-registry skopeo podman docker.io containerd redis-server opentracker wrk curl
 redis-sentinel debootstrap iproute2 supervisor python3-venv"
 
 cd "$(dirname "$0")/.."

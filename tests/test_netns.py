@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from eagle.bench import Options, run
+from eagle.bench import Options, micro, run
 from eagle.lab.netns import Network
 from tests.test_lab import LabTestCase
 
@@ -214,3 +214,36 @@ class BenchmarkSmokeTests(LabTestCase):
         self.assertEqual(
             written, {"bench.json", "bench.md", "cdf.png", "throughput.png"}
         )
+
+
+class MicroBenchmarkSmokeTests(LabTestCase):
+    """The two micro-benchmarks, tiny: they run and their figures add up."""
+
+    def test_serve(self):
+        """A cached 16 MiB blob read from the agent and from docker-registry:
+        both sent every byte, at a positive rate."""
+        self.need("docker-registry", "curl")
+        size = 16 * 1024**2
+        figures = micro.serve(self.tmpdir(), size, reads=1, progress=lambda _: None)
+        servers = [row["server"] for row in figures["servers"]]
+        self.assertEqual(
+            servers, ["eagle-agent (cache)", "docker-registry (filesystem)"]
+        )
+        for row in figures["servers"]:
+            self.assertEqual([r["bytes"] for r in row["reads"]], [size])
+            self.assertGreater(row["mb_per_s"], 0)
+
+    def test_tracker(self):
+        """One second of announces against each tracker: every answer was a
+        peer list, and each tracker answered some."""
+        self.need("wrk", "taskset", "opentracker", "redis-server")
+        figures = micro.tracker(self.tmpdir(), 1, 4, progress=lambda _: None)
+        names = [row["server"] for row in figures["servers"]]
+        self.assertEqual(
+            names, ["eagle-tracker, memory", "eagle-tracker, Redis", "opentracker"]
+        )
+        for row in figures["servers"]:
+            self.assertGreater(row["requests"], 10, row)
+            self.assertEqual(row["failed"], 0, row)
+        table = micro.markdown({"command": "", "code": {}, "tracker": figures})
+        self.assertIn("| opentracker |", table)

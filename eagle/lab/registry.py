@@ -149,10 +149,20 @@ class Registry(Service):
                 sizes[match["digest"]] += request.written
         return counts, sizes
 
-    def push_blob(self, name: str, data: bytes) -> str:
-        """Upload one blob to repository ``name`` in a single request (the
-        registry's monolithic upload); return its digest."""
+    def push_blob(self, name: str, data: bytes | Path) -> str:
+        """Upload one blob (bytes, or a file streamed from disk) to repository
+        ``name`` in a single request (the registry's monolithic upload); return
+        its digest."""
+        if isinstance(data, Path):
+            with open(data, "rb") as f:
+                digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+            size = data.stat().st_size
+            with open(data, "rb") as f:
+                return self._put_blob(name, digest, f, size)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        return self._put_blob(name, digest, data, len(data))
+
+    def _put_blob(self, name: str, digest: str, body, size: int) -> str:
         post = urllib.request.Request(
             f"{self.url}/v2/{name}/blobs/uploads/", method="POST"
         )
@@ -163,12 +173,15 @@ class Registry(Service):
         separator = "&" if "?" in location else "?"
         put = urllib.request.Request(
             f"{location}{separator}digest={digest}",
-            data=data,
+            data=body,
             method="PUT",
             # Any other type and the registry parses the body as a form.
-            headers={"Content-Type": "application/octet-stream"},
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size),
+            },
         )
-        self.opener.open(put, timeout=60).close()
+        self.opener.open(put, timeout=60 + size / 10e6).close()
         return digest
 
     def blob_gets(self, digest: str | None = None) -> dict[str, int] | int:

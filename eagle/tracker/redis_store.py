@@ -6,11 +6,18 @@ expiry, so a swarm nobody announces to any more disappears from Redis by itself,
 and expired peers are dropped whenever their swarm is read: the number of keys
 follows the live swarms, and each key's size the live peers.
 
-Known shortcoming: every announce reads the whole swarm (HGETALL) to order its
-peers by locality, which is O(peers) per announce; for swarms of many thousands of
-hosts a sampled read would scale better, at some cost in locality.
+An announce is one round trip: a script records the peer, renews the expiry and
+reads the swarm back as a single string, because txredisapi spends a reactor turn
+on every element of a multi-bulk reply (measured: an HSET, EXPIRE and HGETALL of a
+256-peer swarm answered about 800 announces/s on one core, the script about
+2,000; ``docs/benchmark.rst``).
+
+Known shortcoming: every announce reads the whole swarm to order its peers by
+locality, which is O(peers) per announce; for swarms of many thousands of hosts a
+sampled read would scale better, at some cost in locality.
 """
 
+import functools
 import json
 
 from twisted.logger import Logger
@@ -20,6 +27,12 @@ from eagle.tracker.peers import Peer
 from eagle.tracker.store import IPeerStore, StoreUnavailable
 
 PREFIX = "eagle:swarm:"
+# Fields are "ip|port" and values one-line JSON: neither holds a newline.
+_READ = "return table.concat(redis.call('HGETALL', KEYS[1]), '\\n')"
+_ANNOUNCE = (
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+    "redis.call('EXPIRE', KEYS[1], ARGV[3]) " + _READ
+)
 
 
 def _field(peer: Peer) -> str:
@@ -38,7 +51,10 @@ def _encode(peer: Peer, expires: float) -> str:
     )
 
 
+@functools.lru_cache(maxsize=65536)
 def _decode(field: str, value: str) -> tuple[Peer, float]:
+    # Cached: a peer's entry reads the same on every announce until it announces
+    # again, and decoding whole swarms was most of an announce's time.
     ip, _, port = field.rpartition("|")
     data = json.loads(value)
     peer = Peer(
@@ -66,29 +82,37 @@ class RedisPeerStore:
         except Exception as e:
             raise StoreUnavailable(f"redis {method}: {e}") from None
 
-    async def announce(self, infohash: bytes, peer: Peer, ttl: float) -> None:
+    async def announce(self, infohash: bytes, peer: Peer, ttl: float) -> list[Peer]:
         key = PREFIX + infohash.hex()
         expires = self.clock.seconds() + ttl
-        await self._call("hset", key, _field(peer), _encode(peer, expires))
-        await self._call("expire", key, int(ttl) + 1)
+        args = [_field(peer), _encode(peer, expires), int(ttl) + 1]
+        return await self._live(key, await self._call("eval", _ANNOUNCE, [key], args))
 
     async def leave(self, infohash: bytes, peer: Peer) -> None:
         await self._call("hdel", PREFIX + infohash.hex(), _field(peer))
 
     async def peers(self, infohash: bytes) -> list[Peer]:
         key = PREFIX + infohash.hex()
-        swarm = await self._call("hgetall", key)
+        return await self._live(key, await self._call("eval", _READ, [key], []))
+
+    async def _live(self, key: str, swarm: str | bytes | None) -> list[Peer]:
+        """The live peers in a swarm read back as ``field\\nvalue\\n..``; the
+        expired ones are dropped from Redis."""
+        if isinstance(swarm, bytes):
+            swarm = swarm.decode("utf-8", "replace")
+        items = swarm.split("\n") if swarm else []
         now = self.clock.seconds()
         live, expired = [], []
-        for field, value in (swarm or {}).items():
+        for field, value in zip(items[::2], items[1::2], strict=False):
             try:
                 peer, expires = _decode(field, value)
             except (ValueError, KeyError, TypeError):
                 expired.append(field)  # not ours, or from an older version
                 continue
-            (live if expires > now else expired).append(
-                peer if expires > now else field
-            )
+            if expires > now:
+                live.append(peer)
+            else:
+                expired.append(field)
         if expired:
             await self._call("hdel", key, expired)
         return live

@@ -13,7 +13,8 @@ class IPeerStore(Interface):
     """The swarm membership that trackers share."""
 
     def announce(infohash: bytes, peer: Peer, ttl: float):
-        """Record ``peer`` in the swarm for ``ttl`` seconds. Awaitable."""
+        """Record ``peer`` in the swarm for ``ttl`` seconds: awaitable, giving
+        the swarm's live peers then (``peer`` among them), as `peers` would."""
 
     def leave(infohash: bytes, peer: Peer):
         """Drop ``peer`` from the swarm. Awaitable."""
@@ -46,10 +47,11 @@ class MemoryPeerStore:
             self._swarms.pop(infohash, None)
         return swarm
 
-    async def announce(self, infohash: bytes, peer: Peer, ttl: float) -> None:
+    async def announce(self, infohash: bytes, peer: Peer, ttl: float) -> list[Peer]:
         swarm = self._live(infohash)
         swarm[peer.key] = (peer, self._clock.seconds() + ttl)
         self._swarms[infohash] = swarm
+        return [peer for peer, _ in swarm.values()]
 
     async def leave(self, infohash: bytes, peer: Peer) -> None:
         self._live(infohash).pop(peer.key, None)
