@@ -232,11 +232,13 @@ class SwarmSource:
         http_source: HTTPSource,
         min_size: int,
         stall_timeout: float = 30,
+        stream_window: int = 8,
     ):
         self.swarm = swarm
         self.http_source = http_source
         self.min_size = min_size
         self.stall_timeout = stall_timeout
+        self.stream_window = stream_window
 
     @property
     def cache(self) -> BlobCache:
@@ -321,13 +323,13 @@ class _SwarmDownload:
 
     # Clients read the blob from its start, but rarest-first piece picking fills
     # it in any order. Keeping deadlines on a window of pieces just past the
-    # complete prefix makes the prefix grow steadily, so clients stream while the
-    # swarm works, without making every host want the same piece at once.
-    WINDOW = 8
+    # complete prefix (``stream_window`` pieces; 0: none) makes the prefix grow
+    # steadily, so clients stream while the swarm works, without making every
+    # host want the same piece at once.
 
     def _hurry(self) -> None:
         first = self.progress.available // self.metainfo.piece_length
-        last = min(first + self.WINDOW, self.metainfo.num_pieces)
+        last = min(first + self.source.stream_window, self.metainfo.num_pieces)
         if last > self.hurried:
             start = max(first, self.hurried)
             self.swarm.hurry(self.metainfo.infohash, list(range(start, last)), 200)

@@ -170,7 +170,13 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
     )
     source = http_source
     if role == "agent":
-        source = SwarmSource(swarm, http_source, cfg.swarm_min_size, cfg.swarm_timeout)
+        source = SwarmSource(
+            swarm,
+            http_source,
+            cfg.swarm_min_size,
+            cfg.swarm_timeout,
+            cfg.stream_window,
+        )
     blobs = Blobs(cache, source)
     mirror = Mirror(_upstreams(cfg), blobs, http, reactor, credentials)
 
