@@ -366,17 +366,22 @@ class _SwarmDownload:
         await self.swarm.move(self.metainfo.infohash, cache.blobs)
         cache.save_torrent(ref.hex, self.metainfo.data)
         cache.committed_in_place(ref.hex)
-        self._count_swarm_bytes()
+        received = self._count_swarm_bytes()
         self.log.info(
-            "fetched {digest} ({size} bytes) through the swarm",
+            "fetched {digest} ({size} bytes) through the swarm: {seeder} bytes "
+            "from seeders, {peer} from peers",
             digest=str(ref.digest),
             size=self.metainfo.size,
+            seeder=received.get("seeder", 0),
+            peer=received.get("peer", 0),
         )
         self.transfer.succeed(cache.blob_path(ref.hex))
 
-    def _count_swarm_bytes(self) -> None:
-        for kind, count in self.swarm.bytes_by_kind(self.metainfo.infohash).items():
+    def _count_swarm_bytes(self) -> dict[str, int]:
+        received = self.swarm.bytes_by_kind(self.metainfo.infohash)
+        for kind, count in received.items():
             self.source.http_source.traffic.add(kind, count)
+        return received
 
     def _fall_back(self, reason: str, restart: bool = False) -> None:
         if self.over_http or self.transfer.ended:

@@ -63,6 +63,10 @@ def session_settings(listen: str, peer_id: str, overrides: dict) -> dict:
             "active_seeds": -1,
             "active_limit": -1,
             "torrent_connect_boost": 50,
+            # Byte counts by source come from alerts per 16 KiB block, and a host
+            # also gets one per block it uploads: a gigabyte is some 200,000
+            # alerts, which must not be dropped while the reactor is busy.
+            "alert_queue_size": 1 << 20,
             # Piece suggestions (on in the preset) steer every peer to the pieces
             # in the seeder's read cache, so a lone seeder sends the same pieces
             # again and again: measured, seeder bytes 2.40 -> 1.85 S without them.
@@ -84,6 +88,8 @@ class _Torrent:
     piece_length: int = 0
     size: int = 0
     received: dict = field(default_factory=lambda: {"seeder": 0, "peer": 0})
+    # piece -> block -> (kind of peer that sent it, whether libtorrent said so)
+    senders: dict = field(default_factory=dict)
     # Pieces that passed their hash check but may sit in libtorrent's write cache,
     # and those in the flush under way; see Swarm._flush.
     unflushed: list = field(default_factory=list)
@@ -170,6 +176,7 @@ class Swarm(Service):
     def _on_piece_finished_alert(self, alert) -> None:
         torrent = self._torrent_of(alert)
         if torrent and torrent.on_piece:
+            self._count_piece(torrent, alert.piece_index)
             torrent.unflushed.append(alert.piece_index)
             self._flush(torrent)
 
@@ -197,16 +204,35 @@ class Swarm(Service):
             on_finished, torrent.on_finished = torrent.on_finished, None
             on_finished()
 
+    # Who sent what. libtorrent reports every block it requests, with the peer
+    # (block_downloading), but not every block it receives: whole pieces come
+    # without a block_finished alert. So each block is put down to the peer it
+    # was last requested from, or the one that finished it when we are told, and
+    # counted once its piece has passed its hash check: the counts add up to the
+    # blob, and survive peers disconnecting, as seeds do from each other.
+
+    def _on_block_downloading_alert(self, alert) -> None:
+        self._sender(alert, final=False)
+
     def _on_block_finished_alert(self, alert) -> None:
-        # One alert per 16 KiB block: the only count of who sent what that
-        # survives peers disconnecting, as seeds do from each other at the end.
+        self._sender(alert, final=True)
+
+    def _sender(self, alert, final: bool) -> None:
         torrent = self._torrent_of(alert)
         if torrent is None or not torrent.piece_length:
             return
-        start = alert.piece_index * torrent.piece_length + alert.block_index * BLOCK
-        count = max(0, min(BLOCK, torrent.size - start))
-        kind = "seeder" if alert.pid.to_bytes().startswith(SEEDER_ID) else "peer"
-        torrent.received[kind] += count
+        blocks = torrent.senders.setdefault(alert.piece_index, {})
+        if final or not blocks.get(alert.block_index, ("", False))[1]:
+            kind = "seeder" if alert.pid.to_bytes().startswith(SEEDER_ID) else "peer"
+            blocks[alert.block_index] = (kind, final)
+
+    def _count_piece(self, torrent: _Torrent, piece: int) -> None:
+        blocks = torrent.senders.pop(piece, {})
+        start = piece * torrent.piece_length
+        end = min(start + torrent.piece_length, torrent.size)
+        for offset in range(start, end, BLOCK):
+            kind, _ = blocks.get((offset - start) // BLOCK, ("peer", False))
+            torrent.received[kind] += min(BLOCK, end - offset)
 
     def _on_torrent_error_alert(self, alert) -> None:
         self._error(alert)
@@ -231,6 +257,9 @@ class Swarm(Service):
         if torrent and torrent.moved:
             moved, torrent.moved = torrent.moved, None
             moved.errback(OSError(alert.message()))
+
+    def _on_alerts_dropped_alert(self, alert) -> None:
+        self.log.warn("libtorrent dropped alerts: byte counts are now short")
 
     def _on_hash_failed_alert(self, alert) -> None:
         self.log.warn("piece failed its hash check: {message}", message=alert.message())

@@ -54,6 +54,12 @@ class PeerToPeerPullTests(LabTestCase):
         )
 
         self.assertServedOnce(registry, image)
+        # Each agent fetched each blob once, from wherever: its counts by source
+        # add up to the blobs exactly (the config blob comes over HTTP).
+        blobs = image.size + image.blob(image.config).stat().st_size
+        for agent in cluster.agents:
+            received = agent.status()["received"]
+            self.assertEqual(sum(received.values()), blobs, (agent.name, received))
         for agent in cluster.agents[1:]:
             received = agent.status()["received"]
             self.assertGreater(received.get("peer", 0), 0, (agent.name, received))
