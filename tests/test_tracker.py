@@ -14,7 +14,15 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from eagle.tracker.peers import Peer, distance, gateways, order_peers, reachable
+from eagle.tracker.peers import (
+    FEEDERS,
+    Peer,
+    distance,
+    feeders,
+    gateways,
+    order_peers,
+    reachable,
+)
 from eagle.tracker.server import (
     MAX_NUMWANT,
     AnnounceError,
@@ -119,6 +127,28 @@ class OrderPeersTests(SynchronousTestCase):
         two = order_peers(me, [seeder, first, second], 10, random.Random())
         self.assertEqual(sorted(p.port for p in two), [2, 3])
 
+    def test_seeders_feed_few_hosts(self):
+        """A seeder is handed to its feeders only, the partial hosts nearest to
+        it, and handed those only; complete hosts free a feeder's place."""
+        seeder = peer(1, dict(HERE), complete=True, seeder=True)
+        near = [peer(i, dict(HERE)) for i in (2, 3, 4)]
+        far = [peer(i, {"region": "us"}) for i in (5, 6)]
+        swarm = [seeder, *near, *far]
+        fed = feeders(seeder, swarm, b"s")
+        self.assertEqual(len(fed), FEEDERS)
+        self.assertLessEqual(fed, {p.key for p in near})
+        for host in near + far:
+            got = order_peers(host, swarm, 50, random.Random(), swarm=b"s")
+            self.assertEqual(seeder in got, host.key in fed, host)
+        fed_peers = order_peers(seeder, swarm, 50, random.Random(), swarm=b"s")
+        self.assertEqual({p.key for p in fed_peers}, fed)
+        # The feeders complete: the next partial hosts take their place.
+        done = [
+            peer(p.port, dict(HERE), complete=True) if p.key in fed else p
+            for p in swarm
+        ]
+        self.assertEqual(len(feeders(seeder, done, b"s") & fed), 0)
+
     def test_zones_meet_through_gateways(self):
         """With enough hosts in its zone, a host trades only within it unless it
         is a gateway; gateways get other zones' gateways, complete hosts and
@@ -186,7 +216,11 @@ class OrderPeersTests(SynchronousTestCase):
             }
             swarm.append(peer(port, labels, complete, seeder))
         chosen = order_peers(me, swarm, numwant, rng)
-        others = reachable(me, [p for p in swarm if p.key != me.key], b"")
+        others = [
+            p
+            for p in reachable(me, [p for p in swarm if p.key != me.key], b"")
+            if not p.seeder or me.key in feeders(p, swarm, b"")
+        ]
         if sum(p.complete and not p.seeder for p in others) >= 2:
             others = [p for p in others if not p.seeder]
         self.assertNotIn(me.key, [p.key for p in chosen])
