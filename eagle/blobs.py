@@ -25,6 +25,7 @@ from eagle.fetch import (
     discard,
     pass_headers,
     read_limited,
+    reason,
     receive_blob,
     request_blob,
     request_headers,
@@ -106,8 +107,19 @@ class HTTPSource:
 
     log = Logger()
 
-    def __init__(self, http, reactor, cache, seeders, traffic, credentials=None):
+    def __init__(
+        self,
+        http,
+        reactor,
+        cache,
+        seeders,
+        traffic,
+        credentials=None,
+        seeder_timeout: float = 30,
+    ):
         self.http = http
+        # A seeder that has not answered in this long is skipped for the next.
+        self.seeder_timeout = seeder_timeout
         self.reactor = reactor
         self.cache = cache
         self.seeders = list(seeders)
@@ -139,7 +151,7 @@ class HTTPSource:
     async def _request(self, ref: BlobRef, offset: int) -> BlobBody:
         headers = request_headers(ref.authorization)
 
-        def fetch(url: str, source: str, login=None):
+        def fetch(url: str, source: str, login=None, timeout=30):
             return request_blob(
                 self.http,
                 self.reactor,
@@ -149,13 +161,14 @@ class HTTPSource:
                 source,
                 offset,
                 login,
+                timeout,
             )
 
         failures = []
         for seeder in rank(ref.hex, self.seeders):
             url = seeder_url(seeder, f"/v2/{ref.repository}/blobs/{ref.digest}", ref)
             try:
-                return await fetch(url, "seeder")
+                return await fetch(url, "seeder", timeout=self.seeder_timeout)
             except errors.RegistryError as e:
                 if e.status < 500:
                     raise
@@ -268,7 +281,9 @@ class SwarmSource:
             url = seeder_url(seeder, f"/torrents/{ref.digest}", ref)
             try:
                 response = await http.http.get(
-                    url, headers=request_headers(ref.authorization), timeout=30
+                    url,
+                    headers=request_headers(ref.authorization),
+                    timeout=http.seeder_timeout,
                 )
                 if response.code != 200:
                     await _refusal(response, http.reactor, seeder)
@@ -281,7 +296,12 @@ class SwarmSource:
             except errors.UpstreamAnswer:
                 raise
             except Exception as e:
-                failures.append(f"{seeder}: {e}")
+                failures.append(f"{seeder}: {reason(e)}")
+            self.log.warn(
+                "seeder failed to give the torrent of {digest}: {why}",
+                digest=str(ref.digest),
+                why=failures[-1],
+            )
         raise errors.upstream_unavailable("seeders", "; ".join(failures) or "none")
 
     def _download(self, ref: BlobRef, metainfo: Metainfo) -> Transfer:

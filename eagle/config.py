@@ -142,7 +142,12 @@ class NodeConfig:
     cache_size: ByteSize = ByteSize(10 * 1024**3)
     registries: list[Registry] = field(default_factory=list)
     default_registry: str | None = None
+    # Agents and proxies: a blob's seeder is chosen among these by rendezvous
+    # hashing on its digest; one that is down, or silent for seeder_timeout
+    # seconds, is skipped for the next. A seeder fetches a blob before it hands
+    # out its torrent: leave it time for the origin.
     seeders: list[str] = field(default_factory=list)
+    seeder_timeout: float = 30
     trackers: list[str] = field(default_factory=list)
     bittorrent_listen: str = "0.0.0.0:6881"
     labels: dict[str, str] = field(default_factory=dict)

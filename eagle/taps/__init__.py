@@ -197,7 +197,13 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
     seeders = [] if role == "seeder" else cfg.seeders
     credentials = Credentials(http, reactor)
     http_source = HTTPSource(
-        http, reactor, cache, seeders, traffic, credentials=credentials
+        http,
+        reactor,
+        cache,
+        seeders,
+        traffic,
+        credentials=credentials,
+        seeder_timeout=cfg.seeder_timeout,
     )
     source = http_source
     stored = None
