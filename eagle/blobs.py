@@ -77,6 +77,11 @@ class Blobs:
         transfer = await self._starting.run(ref.hex, lambda: self._start(ref))
         return transfer
 
+    def progress(self, hex_: str) -> int | None:
+        """Bytes of a blob fetched so far, if a fetch of it is running."""
+        transfer = self._transfers.get(hex_)
+        return None if transfer is None else transfer.available
+
     async def _start(self, ref: BlobRef) -> Transfer:
         transfer = await self.source.start(ref)
         if not transfer.ended:

@@ -25,6 +25,7 @@ from eagle.auth import Credentials
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
 from eagle.mirror import Mirror
+from eagle.preheat import PreheatAPI, Warmer
 from eagle.seeder import Seeder, SeederAPI, StoredSource
 from eagle.storage import Storage
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
@@ -315,6 +316,8 @@ def make_seeder(options) -> MultiService:
     threads.setServiceParent(node.services)
     seeder = Seeder(node.blobs, node.swarm, _upstreams(cfg), threads.run)
     node.children[b"torrents"] = SeederAPI(seeder, node.mirror).resource()
+    warmer = Warmer(seeder, node.mirror.http, node.reactor, node.mirror.credentials)
+    node.children[b"preheat"] = PreheatAPI(warmer, node.mirror.upstreams).resource()
     return node.serve(cfg.listen)
 
 
