@@ -196,6 +196,7 @@ class _Job:
     blobs: list[Blob]
     state: dict[str, str] = field(default_factory=dict)  # digest: state
     errors: dict[str, str] = field(default_factory=dict)
+    cached: set[str] = field(default_factory=set)  # there before the job
 
 
 class PreheatAPI:
@@ -321,7 +322,10 @@ class PreheatAPI:
             self.jobs.popitem(last=False)
 
         async def run():
+            cache = self.warmer.seeder.blobs.cache
             for blob in blobs:
+                if cache.has(blob.digest.partition(":")[2]):
+                    job.cached.add(blob.digest)
                 job.state[blob.digest] = "fetching"
                 try:
                     await self.warmer.warm(upstream, repository, blob)
@@ -364,6 +368,7 @@ class PreheatAPI:
                 "size": blob.size,
                 "state": state,
                 "done": done,
+                "cached": blob.digest in job.cached,
             }
             if blob.digest in job.errors:
                 entry["error"] = job.errors[blob.digest]
