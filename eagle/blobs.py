@@ -21,6 +21,7 @@ from zope.interface import Interface, implementer
 from eagle import errors
 from eagle.cache import BlobCache
 from eagle.fetch import (
+    BadReply,
     BlobBody,
     discard,
     pass_headers,
@@ -153,7 +154,9 @@ class HTTPSource:
             return self._failed(transfer, e)
         await self._complete(ref, transfer, body, offset, sha256)
 
-    async def _request(self, ref: BlobRef, offset: int) -> BlobBody:
+    async def _request(self, ref: BlobRef, offset: int, skip=()) -> BlobBody:
+        """The blob's body from byte ``offset``: from its seeders in rendezvous
+        order (less those in ``skip``), else from the origin."""
         headers = request_headers(ref.authorization)
 
         def fetch(url: str, source: str, login=None, timeout=30):
@@ -171,9 +174,13 @@ class HTTPSource:
 
         failures = []
         for seeder in rank(ref.hex, self.seeders):
+            if seeder in skip:
+                continue
             url = seeder_url(seeder, f"/v2/{ref.repository}/blobs/{ref.digest}", ref)
             try:
-                return await fetch(url, "seeder", timeout=self.seeder_timeout)
+                body = await fetch(url, "seeder", timeout=self.seeder_timeout)
+                body.seeder = seeder
+                return body
             except errors.RegistryError as e:
                 if e.status < 500:
                     raise
@@ -203,18 +210,50 @@ class HTTPSource:
                 )
             raise
 
-    async def _complete(self, ref, transfer, body: BlobBody, offset: int, sha256):
+    async def _complete(
+        self, ref, transfer, body: BlobBody, offset: int, sha256, skip=()
+    ):
         try:
             await receive_blob(
                 self.reactor, body, transfer.path, offset, sha256, transfer.advance
             )
-            if sha256.hexdigest() != ref.hex:
-                raise ValueError("blob does not match its digest")
+        except BadReply as e:
+            if body.seeder is None:
+                return self._failed(transfer, e)
+            # The seeder went away or fell silent part way: go on from where it
+            # stopped with the next seeder, or the origin. Each seeder is tried
+            # once, so this ends.
+            return await self._next_seeder(ref, transfer, body, offset, sha256, skip, e)
         except Exception as e:
             return self._failed(transfer, e)
+        if sha256.hexdigest() != ref.hex:
+            return self._failed(transfer, ValueError("blob does not match its digest"))
         # Bytes dropped because the sender ignored our Range crossed the network too.
         self.traffic.add(body.source, transfer.size - offset + body.skip)
         transfer.succeed(self.cache.commit(ref.hex, transfer.path))
+
+    async def _next_seeder(self, ref, transfer, body, start, sha256, skip, why):
+        offset = transfer.available
+        self.traffic.add(body.source, offset - start)  # sent before it stopped
+        skip = (*skip, body.seeder)
+        self.log.warn(
+            "seeder {seeder} stopped sending {digest} at byte {offset} ({why}); "
+            "going on from the next",
+            seeder=body.seeder,
+            digest=transfer.digest,
+            offset=offset,
+            why=str(why)[:200],
+        )
+        try:
+            body = await self._request(ref, offset, skip)
+            if body.size != transfer.size:
+                discard(body.response)
+                raise ValueError(
+                    f"{body.source} has {body.size} bytes, not {transfer.size}"
+                )
+        except Exception as e:
+            return self._failed(transfer, e)
+        await self._complete(ref, transfer, body, offset, sha256, skip)
 
     def _failed(self, transfer: Transfer, reason: Exception) -> None:
         try:

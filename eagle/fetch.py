@@ -143,6 +143,7 @@ class BlobBody:
     source: str
     size: int  # of the whole blob
     skip: int  # leading body bytes to drop: the sender ignored our Range
+    seeder: str | None = None  # which seeder sends it, if one does
 
 
 async def request_blob(

@@ -9,10 +9,20 @@ import socket
 import time
 from pathlib import Path
 
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from eagle.blobs import HTTPSource, Traffic
+from eagle.cache import BlobCache
+from eagle.digest import Digest
 from eagle.lab.cluster import Cluster
 from eagle.lab.registry import Registry
 from eagle.lab.s3 import S3Server, moto_server
+from eagle.lab.scripted import ScriptedRegistry
 from eagle.rendezvous import rank
+from eagle.transfer import Transfer
+from eagle.upstream import BlobRef, Upstream
 from tests.test_eviction import SlowReader
 from tests.test_lab import LabTestCase
 from tests.test_mirror import TIMEOUT
@@ -137,3 +147,80 @@ class SilentSeederTests(LabTestCase):
                 return url
             # Left open till the end, so the next try gets another port.
         self.fail("no port ranked first in 40 tries")
+
+
+class SeederCutShortTests(LabTestCase):
+    """In this process: HTTPSource against scripted seeders and origin, where a
+    seeder stops part way through a blob's body."""
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.data = os.urandom(2 * MiB)
+        self.seeders = [self.start(ScriptedRegistry()) for _ in range(2)]
+        self.origin = self.start(ScriptedRegistry())
+        for registry in (*self.seeders, self.origin):
+            self.digest = registry.add_blob(self.data)
+        urls = [s.url for s in self.seeders]
+        order = rank(self.digest.partition(":")[2], urls)
+        self.first, self.second = (self.seeders[urls.index(u)] for u in order)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.cache = BlobCache(str(self.tmpdir() / "cache"), 1 << 30)
+        self.traffic = Traffic()
+        self.source = HTTPSource(self.http, reactor, self.cache, urls, self.traffic)
+
+    async def pull(self) -> Transfer:
+        upstream = Upstream(self.origin.host, self.origin.url)
+        ref = BlobRef(upstream, REPO, Digest.parse(self.digest))
+        transfer = await self.source.start(ref)
+        try:
+            await transfer.ended_deferred()
+        except Exception:
+            pass
+        return transfer
+
+    def assertPulled(self, transfer: Transfer) -> None:
+        self.assertIsNone(transfer.failure)
+        with open(transfer.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+        self.assertEqual(os.listdir(self.cache.incoming), [])
+
+    async def _next_seeder_finishes(self):
+        self.first.reset_after = 900_000
+        transfer = await self.pull()
+        self.assertPulled(transfer)
+        self.assertEqual(len(self.second.seen("GET")), 1)
+        self.assertEqual(self.origin.seen("GET"), [])
+        self.assertEqual(self.traffic.received["seeder"], len(self.data))
+
+    def test_next_seeder_finishes(self):
+        """The owner cut short: the next seeder sends the rest, the origin
+        nothing."""
+        return Deferred.fromCoroutine(self._next_seeder_finishes())
+
+    async def _origin_finishes(self):
+        self.first.reset_after = self.second.reset_after = 600_000
+        transfer = await self.pull()
+        self.assertPulled(transfer)
+        self.assertEqual(len(self.origin.seen("GET")), 1)
+
+    def test_origin_finishes(self):
+        """Every seeder cut short: the origin sends the rest."""
+        return Deferred.fromCoroutine(self._origin_finishes())
+
+    async def _all_cut(self):
+        for registry in (*self.seeders, self.origin):
+            registry.reset_after = 500_000
+        transfer = await self.pull()
+        self.assertIsNotNone(transfer.failure)
+        self.assertFalse(self.cache.has(self.digest.partition(":")[2]))
+        self.assertEqual(os.listdir(self.cache.incoming), [])
+        self.assertEqual(len(self.origin.seen("GET")), 1)
+
+    def test_all_cut(self):
+        """Seeders and origin all cut short: the fetch fails after one try at
+        each, and nothing is kept."""
+        return Deferred.fromCoroutine(self._all_cut())
