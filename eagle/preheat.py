@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -38,6 +38,7 @@ from eagle.upstream import BlobRef, Upstream
 # Seconds to wait before each further attempt at a manifest or blob that failed.
 RETRIES = (1, 5, 15)
 MAX_JOBS = 100  # finished preheat jobs remembered for their progress
+WARM_CONCURRENCY = 4
 
 
 class Warmer:
@@ -51,6 +52,8 @@ class Warmer:
         self.reactor = reactor
         self.credentials = credentials
         self.retries = retries
+        # Blobs warmed at once, by all pushes and preheat jobs together.
+        self.limit = DeferredSemaphore(WARM_CONCURRENCY)
 
     async def manifest(
         self, upstream: Upstream, repository: str, reference: str
@@ -132,10 +135,13 @@ class Warmer:
         ref = BlobRef(upstream, repository, names.blob_digest(blob.digest))
         if ref.hex == EMPTY_SHA256:
             return  # nothing to fetch or seed
-        await self._retrying(
-            f"blob {blob.digest}",
-            lambda: Deferred.fromCoroutine(self.seeder.torrent(ref)),
-        )
+
+        def attempt():
+            return self.limit.run(
+                lambda: Deferred.fromCoroutine(self.seeder.torrent(ref))
+            )
+
+        await self._retrying(f"blob {blob.digest}", attempt)
 
     async def _retrying(self, what: str, attempt):
         for number, delay in enumerate((0, *self.retries), start=1):
@@ -164,8 +170,7 @@ class Warmer:
             blobs = await self._retrying(
                 f"manifest {digest}", lambda: self.resolve(upstream, repository, digest)
             )
-            for blob in blobs:
-                await self.warm(upstream, repository, blob)
+            await _all(self.warm(upstream, repository, blob) for blob in blobs)
         except Exception as e:
             detail = (
                 f"{e.message}: {e.detail}"
@@ -321,28 +326,32 @@ class PreheatAPI:
         while len(self.jobs) > MAX_JOBS:
             self.jobs.popitem(last=False)
 
+        cache = self.warmer.seeder.blobs.cache
+        for blob in blobs:
+            if cache.has(blob.digest.partition(":")[2]):
+                job.cached.add(blob.digest)
+
+        async def one(blob):
+            job.state[blob.digest] = "fetching"
+            try:
+                await self.warmer.warm(upstream, repository, blob)
+            except Exception as e:
+                job.state[blob.digest] = "failed"
+                job.errors[blob.digest] = (
+                    f"{e.message}: {e.detail}"
+                    if isinstance(e, errors.RegistryError)
+                    else reason(e)
+                )
+                self.log.warn(
+                    "preheat of {digest} failed: {why}",
+                    digest=blob.digest,
+                    why=job.errors[blob.digest],
+                )
+            else:
+                job.state[blob.digest] = "done"
+
         async def run():
-            cache = self.warmer.seeder.blobs.cache
-            for blob in blobs:
-                if cache.has(blob.digest.partition(":")[2]):
-                    job.cached.add(blob.digest)
-                job.state[blob.digest] = "fetching"
-                try:
-                    await self.warmer.warm(upstream, repository, blob)
-                except Exception as e:
-                    job.state[blob.digest] = "failed"
-                    job.errors[blob.digest] = (
-                        f"{e.message}: {e.detail}"
-                        if isinstance(e, errors.RegistryError)
-                        else reason(e)
-                    )
-                    self.log.warn(
-                        "preheat of {digest} failed: {why}",
-                        digest=blob.digest,
-                        why=job.errors[blob.digest],
-                    )
-                else:
-                    job.state[blob.digest] = "done"
+            await _all(one(blob) for blob in blobs)
 
         Deferred.fromCoroutine(run())
         return job_id
@@ -376,3 +385,13 @@ class PreheatAPI:
         finished = all(s in ("done", "failed") for s in job.state.values())
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps({"blobs": answer, "finished": finished}).encode()
+
+
+async def _all(coroutines) -> None:
+    """Run coroutines together; raise the first failure once all have ended."""
+    results = await DeferredList(
+        [Deferred.fromCoroutine(c) for c in coroutines], consumeErrors=True
+    )
+    for ok, result in results:
+        if not ok:
+            result.raiseException()

@@ -154,3 +154,25 @@ class RetryTests(SynchronousTestCase):
         self.failureResultOf(d, errors.RegistryError)
         self.assertEqual(len(attempts), 1)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class AllTests(SynchronousTestCase):
+    def test_first_failure_after_all_ended(self):
+        """_all waits for every coroutine and raises the first failure itself."""
+        from eagle.preheat import _all
+
+        ended = []
+        gate = Deferred()
+
+        async def ok():
+            await gate
+            ended.append("ok")
+
+        async def bad():
+            raise errors.blob_unknown(A)
+
+        d = Deferred.fromCoroutine(_all([bad(), ok()]))
+        self.assertNoResult(d)
+        gate.callback(None)
+        self.failureResultOf(d, errors.RegistryError)
+        self.assertEqual(ended, ["ok"])
