@@ -21,10 +21,12 @@ from zope.interface import Interface, implementer
 from eagle import errors
 from eagle.cache import BlobCache
 from eagle.fetch import (
+    BadReply,
     BlobBody,
     discard,
     pass_headers,
     read_limited,
+    reason,
     receive_blob,
     request_blob,
     request_headers,
@@ -76,6 +78,11 @@ class Blobs:
         transfer = await self._starting.run(ref.hex, lambda: self._start(ref))
         return transfer
 
+    def progress(self, hex_: str) -> int | None:
+        """Bytes of a blob fetched so far, if a fetch of it is running."""
+        transfer = self._transfers.get(hex_)
+        return None if transfer is None else transfer.available
+
     async def _start(self, ref: BlobRef) -> Transfer:
         transfer = await self.source.start(ref)
         if not transfer.ended:
@@ -106,8 +113,19 @@ class HTTPSource:
 
     log = Logger()
 
-    def __init__(self, http, reactor, cache, seeders, traffic, credentials=None):
+    def __init__(
+        self,
+        http,
+        reactor,
+        cache,
+        seeders,
+        traffic,
+        credentials=None,
+        seeder_timeout: float = 30,
+    ):
         self.http = http
+        # A seeder that has not answered in this long is skipped for the next.
+        self.seeder_timeout = seeder_timeout
         self.reactor = reactor
         self.cache = cache
         self.seeders = list(seeders)
@@ -136,10 +154,12 @@ class HTTPSource:
             return self._failed(transfer, e)
         await self._complete(ref, transfer, body, offset, sha256)
 
-    async def _request(self, ref: BlobRef, offset: int) -> BlobBody:
+    async def _request(self, ref: BlobRef, offset: int, skip=()) -> BlobBody:
+        """The blob's body from byte ``offset``: from its seeders in rendezvous
+        order (less those in ``skip``), else from the origin."""
         headers = request_headers(ref.authorization)
 
-        def fetch(url: str, source: str, login=None):
+        def fetch(url: str, source: str, login=None, timeout=30):
             return request_blob(
                 self.http,
                 self.reactor,
@@ -149,13 +169,18 @@ class HTTPSource:
                 source,
                 offset,
                 login,
+                timeout,
             )
 
         failures = []
         for seeder in rank(ref.hex, self.seeders):
+            if seeder in skip:
+                continue
             url = seeder_url(seeder, f"/v2/{ref.repository}/blobs/{ref.digest}", ref)
             try:
-                return await fetch(url, "seeder")
+                body = await fetch(url, "seeder", timeout=self.seeder_timeout)
+                body.seeder = seeder
+                return body
             except errors.RegistryError as e:
                 if e.status < 500:
                     raise
@@ -185,18 +210,50 @@ class HTTPSource:
                 )
             raise
 
-    async def _complete(self, ref, transfer, body: BlobBody, offset: int, sha256):
+    async def _complete(
+        self, ref, transfer, body: BlobBody, offset: int, sha256, skip=()
+    ):
         try:
             await receive_blob(
                 self.reactor, body, transfer.path, offset, sha256, transfer.advance
             )
-            if sha256.hexdigest() != ref.hex:
-                raise ValueError("blob does not match its digest")
+        except BadReply as e:
+            if body.seeder is None:
+                return self._failed(transfer, e)
+            # The seeder went away or fell silent part way: go on from where it
+            # stopped with the next seeder, or the origin. Each seeder is tried
+            # once, so this ends.
+            return await self._next_seeder(ref, transfer, body, offset, sha256, skip, e)
         except Exception as e:
             return self._failed(transfer, e)
+        if sha256.hexdigest() != ref.hex:
+            return self._failed(transfer, ValueError("blob does not match its digest"))
         # Bytes dropped because the sender ignored our Range crossed the network too.
         self.traffic.add(body.source, transfer.size - offset + body.skip)
         transfer.succeed(self.cache.commit(ref.hex, transfer.path))
+
+    async def _next_seeder(self, ref, transfer, body, start, sha256, skip, why):
+        offset = transfer.available
+        self.traffic.add(body.source, offset - start)  # sent before it stopped
+        skip = (*skip, body.seeder)
+        self.log.warn(
+            "seeder {seeder} stopped sending {digest} at byte {offset} ({why}); "
+            "going on from the next",
+            seeder=body.seeder,
+            digest=transfer.digest,
+            offset=offset,
+            why=str(why)[:200],
+        )
+        try:
+            body = await self._request(ref, offset, skip)
+            if body.size != transfer.size:
+                discard(body.response)
+                raise ValueError(
+                    f"{body.source} has {body.size} bytes, not {transfer.size}"
+                )
+        except Exception as e:
+            return self._failed(transfer, e)
+        await self._complete(ref, transfer, body, offset, sha256, skip)
 
     def _failed(self, transfer: Transfer, reason: Exception) -> None:
         try:
@@ -268,7 +325,9 @@ class SwarmSource:
             url = seeder_url(seeder, f"/torrents/{ref.digest}", ref)
             try:
                 response = await http.http.get(
-                    url, headers=request_headers(ref.authorization), timeout=30
+                    url,
+                    headers=request_headers(ref.authorization),
+                    timeout=http.seeder_timeout,
                 )
                 if response.code != 200:
                     await _refusal(response, http.reactor, seeder)
@@ -281,7 +340,12 @@ class SwarmSource:
             except errors.UpstreamAnswer:
                 raise
             except Exception as e:
-                failures.append(f"{seeder}: {e}")
+                failures.append(f"{seeder}: {reason(e)}")
+            self.log.warn(
+                "seeder failed to give the torrent of {digest}: {why}",
+                digest=str(ref.digest),
+                why=failures[-1],
+            )
         raise errors.upstream_unavailable("seeders", "; ".join(failures) or "none")
 
     def _download(self, ref: BlobRef, metainfo: Metainfo) -> Transfer:

@@ -13,6 +13,7 @@ crash leaves at worst a stray file in ``incoming/``.
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 
 from twisted.logger import Logger
@@ -28,13 +29,17 @@ class BlobCache:
         directory: str,
         max_bytes: int,
         on_evict: Callable[[str], None] = lambda hex_: None,
+        in_use: Callable[[str], bool] = lambda hex_: False,
     ):
+        """``on_evict(hex)`` is told of each blob evicted (to stop seeding it);
+        ``in_use(hex)`` spares blobs busy beyond the pins (peers downloading)."""
         self.directory = directory
         self.blobs = os.path.join(directory, "blobs")
         self.torrents = os.path.join(directory, "torrents")
         self.incoming = os.path.join(directory, "incoming")
         self.lru = LRUAccounting(max_bytes)
         self.on_evict = on_evict
+        self.in_use = in_use
         for path in (self.blobs, self.torrents, self.incoming):
             os.makedirs(path, exist_ok=True)
         self._load()
@@ -76,7 +81,15 @@ class BlobCache:
         return os.path.getsize(self.blob_path(hex_))
 
     def touch(self, hex_: str) -> None:
-        self.lru.touch(hex_)
+        if hex_ in self.lru:
+            self.lru.touch(hex_)
+            # The access time orders the rebuild after a restart (file systems
+            # mounted noatime or relatime would not keep it for us).
+            try:
+                path = self.blob_path(hex_)
+                os.utime(path, (time.time(), os.stat(path).st_mtime))
+            except OSError:
+                pass
 
     def pin(self, hex_: str) -> None:
         self.lru.pin(hex_)
@@ -117,7 +130,7 @@ class BlobCache:
         self.evict(size)
 
     def evict(self, incoming: int = 0) -> None:
-        for hex_ in self.lru.victims(incoming):
+        for hex_ in self.lru.victims(incoming, self.in_use):
             self.lru.remove(hex_)
             self.on_evict(hex_)
             _remove(self.blob_path(hex_))

@@ -5,6 +5,8 @@ import json
 import sys
 import urllib.request
 
+from eagle import cli_preheat
+
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -55,6 +57,8 @@ def main(argv=None) -> int:
         "url", help="any daemon's HTTP address, e.g. http://127.0.0.1:5050"
     )
     status.set_defaults(run=_status)
+
+    cli_preheat.add_parser(commands)
 
     args = parser.parse_args(argv)
     return args.run(args)

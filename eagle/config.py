@@ -78,6 +78,62 @@ class TrackerConfig:
 
 
 @dataclass
+class S3Config:
+    """An S3 bucket (AWS or any S3-compatible server) that seeders keep blobs in.
+
+    Without ``access_key_id``, boto3 finds credentials its usual way (environment,
+    instance profile). Blobs above ``multipart_threshold`` (at least 5 MiB) go up
+    in parts of that size.
+    """
+
+    bucket: str
+    endpoint_url: str | None = None  # None: AWS itself
+    region: str = "us-east-1"
+    prefix: str = ""  # keys are <prefix>blobs/sha256/<hex>
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    secret_access_key_file: str | None = None
+    multipart_threshold: ByteSize = ByteSize(16 * 1024**2)
+    timeout: float = 30  # seconds, for each request to S3
+
+    def secret(self) -> str | None:
+        if self.secret_access_key_file:
+            with open(self.secret_access_key_file) as f:
+                return f.read().strip()
+        return self.secret_access_key
+
+
+STORAGE_BACKENDS = ("filesystem", "s3")
+
+
+@dataclass
+class StorageConfig:
+    """Where a seeder keeps blobs for good, behind its cache (``data_dir``).
+
+    ``filesystem`` keeps them under ``directory``; ``s3`` in the ``s3`` bucket,
+    which several seeders may share.
+    """
+
+    backend: str = "filesystem"
+    directory: str | None = None
+    s3: S3Config | None = None
+    threads: int = 8  # blocking storage calls run in this many threads
+
+    def __post_init__(self):
+        if self.backend not in STORAGE_BACKENDS:
+            raise ValueError(
+                f"storage backend {self.backend!r} is not one of "
+                + ", ".join(STORAGE_BACKENDS)
+            )
+        if self.backend == "filesystem" and not self.directory:
+            raise ValueError("the filesystem storage backend needs a directory")
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("the s3 storage backend needs an s3 section")
+        if self.threads < 1:
+            raise ValueError("storage threads must be at least 1")
+
+
+@dataclass
 class NodeConfig:
     """An agent, proxy or seeder: the parts that hold blobs."""
 
@@ -86,7 +142,12 @@ class NodeConfig:
     cache_size: ByteSize = ByteSize(10 * 1024**3)
     registries: list[Registry] = field(default_factory=list)
     default_registry: str | None = None
+    # Agents and proxies: a blob's seeder is chosen among these by rendezvous
+    # hashing on its digest; one that is down, or silent for seeder_timeout
+    # seconds, is skipped for the next. A seeder fetches a blob before it hands
+    # out its torrent: leave it time for the origin.
     seeders: list[str] = field(default_factory=list)
+    seeder_timeout: float = 30
     trackers: list[str] = field(default_factory=list)
     bittorrent_listen: str = "0.0.0.0:6881"
     labels: dict[str, str] = field(default_factory=dict)
@@ -102,6 +163,9 @@ class NodeConfig:
     # (BEP 16), so that peers trade pieces instead of the seeder sending twice.
     super_seeding: bool = False
     libtorrent: dict = field(default_factory=dict)
+    # Seeders: keep blobs here for good; the cache (cache_size) sits in front.
+    # None: the cache is all there is, and evicted blobs come from the origin.
+    storage: StorageConfig | None = None
 
 
 class ConfigError(ValueError):

@@ -143,6 +143,7 @@ class BlobBody:
     source: str
     size: int  # of the whole blob
     skip: int  # leading body bytes to drop: the sender ignored our Range
+    seeder: str | None = None  # which seeder sends it, if one does
 
 
 async def request_blob(
@@ -154,9 +155,11 @@ async def request_blob(
     source: str,
     offset: int = 0,
     login=None,
+    timeout: float = CONNECT_TIMEOUT,
 ) -> BlobBody:
     """GET a blob, from byte ``offset`` on; return once the headers are in.
 
+    ``timeout`` bounds the wait for the answer's headers.
     ``login(challenge)``, if given, answers an origin's 401 with our own
     credentials (see eagle.auth); the request is then made once more.
     """
@@ -165,7 +168,7 @@ async def request_blob(
         headers.setRawHeaders(b"Range", [f"bytes={offset}-".encode()])
     try:
         response = await http.get(
-            url, headers=headers, unbuffered=True, timeout=CONNECT_TIMEOUT
+            url, headers=headers, unbuffered=True, timeout=timeout
         )
         if response.code == 401 and login is not None:
             answer = await login(header(response, b"www-authenticate"))
@@ -173,7 +176,7 @@ async def request_blob(
                 discard(response)
                 headers.setRawHeaders(b"Authorization", [answer])
                 response = await http.get(
-                    url, headers=headers, unbuffered=True, timeout=CONNECT_TIMEOUT
+                    url, headers=headers, unbuffered=True, timeout=timeout
                 )
     except Exception as e:
         raise errors.upstream_unavailable(source, reason(e)) from None

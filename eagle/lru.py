@@ -1,12 +1,14 @@
 """Least-recently-used accounting for a cache of blobs, with pins. No I/O."""
 
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 
 
 class LRUAccounting:
     """Tracks blob sizes in use order and decides what to evict to stay in budget.
 
-    A pinned blob (being read, downloaded or seeded on demand) is never chosen.
+    A pinned blob (being read, downloaded, written to storage or having its
+    torrent made) is never chosen, nor one the caller says is in use.
     """
 
     def __init__(self, max_bytes: int):
@@ -45,16 +47,22 @@ class LRUAccounting:
     def pinned(self, key: str) -> bool:
         return self._pins[key] > 0
 
-    def victims(self, incoming: int = 0) -> list[str]:
+    def victims(
+        self, incoming: int = 0, in_use: Callable[[str], bool] = lambda key: False
+    ) -> list[str]:
         """The least recently used unpinned blobs whose removal brings the total,
         plus ``incoming`` bytes about to arrive, within the budget (or as close as
-        the pins allow)."""
+        the pins allow).
+
+        ``in_use(key)`` is asked only about candidates, in order: a way to spare
+        blobs that are busy in a way nobody pinned, such as peers downloading them.
+        """
         excess = self.total + incoming - self.max_bytes
         chosen = []
         for key, size in self._sizes.items():
             if excess <= 0:
                 break
-            if not self.pinned(key):
+            if not self.pinned(key) and not in_use(key):
                 chosen.append(key)
                 excess -= size
         return chosen

@@ -344,6 +344,16 @@ class Swarm(Service):
             if torrent.blob == blob:
                 self.remove(infohash)
 
+    def uploading(self, blob: str) -> bool:
+        """Whether a peer that lacks the blob is connected to us for it: it may
+        be downloading from us, so the blob must stay."""
+        for torrent in self._torrents.values():
+            if torrent.blob == blob and self.session is not None:
+                status = torrent.handle.status()
+                if status.num_peers > status.num_seeds:
+                    return True
+        return False
+
     def bytes_by_kind(self, infohash: str) -> dict[str, int]:
         """Payload bytes received for a torrent, by the kind of peer that sent them."""
         torrent = self._torrents.get(infohash)

@@ -1,5 +1,6 @@
 """The HTTP site of each daemon: a few klein resources mounted side by side."""
 
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -29,6 +30,7 @@ class _LimitedRequest(Request):
     otherwise spool any body, however large, to a temporary file first."""
 
     _received = 0
+    log = Logger()
 
     def gotLength(self, length):
         if length is not None and length > MAX_BODY:
@@ -47,6 +49,11 @@ class _LimitedRequest(Request):
         if self.content is not None and self.content.closed:
             return
         error = errors.RegistryError(413, "SIZE_INVALID", "request body too large")
+        self.log.warn(
+            "refused a request body over {limit} bytes from {peer}",
+            limit=MAX_BODY,
+            peer=getattr(self.getClientAddress(), "host", "?"),
+        )
         body = error.body()
         self.channel.transport.write(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"

@@ -172,3 +172,33 @@ class BlobCacheTests(SynchronousTestCase):
         self.assertEqual(self.evicted, [old])
         self.assertEqual(again.list(), [new])
         self.assertEqual(self.files("blobs"), [new])
+
+    def test_in_use_spared(self):
+        """A blob peers are downloading (in_use) is passed over for the next in
+        line, and goes at the first eviction after they left."""
+        busy = set()
+        cache = BlobCache(
+            self.directory, 250, on_evict=self.evicted.append, in_use=busy.__contains__
+        )
+        first = self.put(cache, b"1" * 100)
+        busy.add(first)
+        second = self.put(cache, b"2" * 100)
+        third = self.put(cache, b"3" * 100)
+        self.assertEqual(self.evicted, [second])
+        busy.clear()
+        cache.lru.max_bytes = 150
+        cache.evict()
+        self.assertEqual(self.evicted, [second, first])
+        self.assertEqual(cache.list(), [third])
+
+    def test_use_order_survives_restart(self):
+        """A blob used lately is kept over an older one after a restart."""
+        cache = self.cache()
+        old = self.put(cache, b"a" * 100)
+        new = self.put(cache, b"b" * 100)
+        for hex_ in (old, new):
+            os.utime(cache.blob_path(hex_), (1000, 1000))
+        cache.touch(old)
+        again = self.cache(max_bytes=150)
+        self.assertEqual(self.evicted, [new])
+        self.assertEqual(again.list(), [old])

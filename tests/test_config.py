@@ -63,6 +63,21 @@ class FromDictTests(SynchronousTestCase):
         )
         self.assertEqual(node.labels, {"zone": "a"})
 
+    def test_storage(self):
+        """A seeder's S3 storage, with sizes in text."""
+        node = config.from_dict(
+            {
+                "storage": {
+                    "backend": "s3",
+                    "s3": {"bucket": "b", "multipart_threshold": "8MiB"},
+                }
+            },
+            config.NodeConfig,
+        )
+        self.assertEqual(node.storage.s3.bucket, "b")
+        self.assertEqual(node.storage.s3.multipart_threshold, 8 << 20)
+        self.assertIsNone(config.from_dict({}, config.NodeConfig).storage)
+
     def test_errors(self):
         """Unknown keys (also nested), wrong types, bad sizes and a non-mapping are
         ConfigErrors that name the problem."""
@@ -76,6 +91,11 @@ class FromDictTests(SynchronousTestCase):
             ({"labels": {"zone": 1}}, "labels"),
             ([1, 2], "mapping"),
             ("listen: here", "mapping"),
+            ({"storage": {"backend": "nfs"}}, "nfs"),
+            ({"storage": {"backend": "filesystem"}}, "directory"),
+            ({"storage": {"backend": "s3"}}, "s3 section"),
+            ({"storage": {"backend": "s3", "s3": {"endpoint_url": "x"}}}, "bucket"),
+            ({"storage": {"directory": "/d", "threads": 0}}, "threads"),
         ]:
             kind = config.TrackerConfig if "interval" in data else config.NodeConfig
             error = self.assertRaises(config.ConfigError, config.from_dict, data, kind)

@@ -162,3 +162,20 @@ class LRUTests(SynchronousTestCase):
                     self.assertGreater(before - sum(freed[:-1]) + size, budget)
             self.assertEqual(lru.total, sum(sizes.values()))
             self.assertEqual(lru.keys(), order)
+
+
+class InUseTests(SynchronousTestCase):
+    def test_in_use_spared(self):
+        """A blob the caller says is in use is skipped like a pinned one, and
+        only candidates are asked about."""
+        lru = LRUAccounting(50)
+        for key in "abc":
+            lru.add(key, 20)
+        asked = []
+
+        def in_use(key):
+            asked.append(key)
+            return key == "a"
+
+        self.assertEqual(lru.victims(0, in_use), ["b"])
+        self.assertEqual(asked, ["a", "b"])

@@ -73,6 +73,7 @@ class Cluster:
         trackers: int = 1,
         tracker_config: dict | None = None,
         registry_options: dict | None = None,
+        seeder_config: dict | None = None,
     ):
         """``aliases`` are more registry host names served by the same origin, for
         example ``docker.io`` so that containerd's ``?ns=docker.io`` reaches it."""
@@ -99,7 +100,9 @@ class Cluster:
         self.tracker = self.trackers[0]
         announce = [f"{t.url}/announce" for t in self.trackers]
         self.seeders = [
-            self._node(f"seeder{i}", "seeder", registries, announce, [], {})
+            self._node(
+                f"seeder{i}", "seeder", registries, announce, [], seeder_config or {}
+            )
             for i in range(seeders)
         ]
         seeder_urls = [s.url for s in self.seeders]

@@ -9,7 +9,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import txredisapi
 from treq.client import HTTPClient
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -23,7 +25,9 @@ from eagle.auth import Credentials
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
 from eagle.mirror import Mirror
-from eagle.seeder import Seeder, SeederAPI
+from eagle.preheat import PreheatAPI, Warmer
+from eagle.seeder import Seeder, SeederAPI, StoredSource
+from eagle.storage import Storage
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
 from eagle.tls import RegistryTLSPolicy
 from eagle.torrent import Metainfo
@@ -32,6 +36,10 @@ from eagle.tracker.server import Tracker, purge_service
 from eagle.tracker.store import MemoryPeerStore
 from eagle.upstream import Upstream, Upstreams
 from eagle.web import site
+
+# Seconds between checks that the cache is within its limit: blobs that peers
+# were downloading may have stayed over it.
+EVICTION_SWEEP = 30
 
 
 class Options(usage.Options):
@@ -139,6 +147,25 @@ def _upstreams(cfg: config.NodeConfig) -> Upstreams:
     )
 
 
+def _storage_backend(cfg: config.StorageConfig):
+    if cfg.backend == "s3":
+        from eagle.storage import s3
+
+        client = s3.client(
+            cfg.s3.endpoint_url,
+            cfg.s3.region,
+            cfg.s3.access_key_id,
+            cfg.s3.secret(),
+            cfg.s3.timeout,
+        )
+        return s3.S3Storage(
+            client, cfg.s3.bucket, cfg.s3.prefix, cfg.s3.multipart_threshold
+        )
+    from eagle.storage.filesystem import FileStorage
+
+    return FileStorage(cfg.directory)
+
+
 def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
     """The parts agents, proxies and seeders share."""
     reactor = reactor or _reactor()
@@ -156,19 +183,38 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             super_seeding=cfg.super_seeding and role == "seeder",
         )
         swarm.setServiceParent(top)
+    # A blob that peers are downloading from us stays until they leave; seeding
+    # stops when a blob is evicted. What stayed over the limit goes at the next
+    # cache change or sweep.
     cache = BlobCache(
         cfg.data_dir,
         cfg.cache_size,
         on_evict=swarm.remove_blob if swarm else lambda hex_: None,
+        in_use=swarm.uploading if swarm else lambda hex_: False,
     )
+    TimerService(EVICTION_SWEEP, cache.evict).setServiceParent(top)
     http = _http_client(reactor, cfg)
     traffic = Traffic()
     seeders = [] if role == "seeder" else cfg.seeders
     credentials = Credentials(http, reactor)
     http_source = HTTPSource(
-        http, reactor, cache, seeders, traffic, credentials=credentials
+        http,
+        reactor,
+        cache,
+        seeders,
+        traffic,
+        credentials=credentials,
+        seeder_timeout=cfg.seeder_timeout,
     )
     source = http_source
+    stored = None
+    if role == "seeder" and cfg.storage is not None:
+        threads = _ThreadPoolService(reactor, cfg.storage.threads, "eagle-storage")
+        threads.setServiceParent(top)
+        storage = Storage(
+            _storage_backend(cfg.storage), threads.run, reactor.callFromThread
+        )
+        source = stored = StoredSource(storage, http_source, cache, reactor)
     if role == "agent":
         source = SwarmSource(
             swarm,
@@ -190,7 +236,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
         }
 
     children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
-    return _Node(top, swarm, blobs, mirror, children, reactor)
+    return _Node(top, swarm, blobs, mirror, children, reactor, stored)
 
 
 @dataclass
@@ -203,12 +249,17 @@ class _Node:
     mirror: Mirror
     children: dict[bytes, Resource]  # the HTTP site's top-level resources
     reactor: object
+    stored: StoredSource | None = None  # a seeder's storage, when it has one
 
     def serve(self, listen: str) -> MultiService:
         """Add the HTTP site, and seed the cache once running; the finished tree."""
         strports.service(listen, site(self.children)).setServiceParent(self.services)
         if self.swarm is not None:
             self.reactor.callWhenRunning(_seed_cache, self.swarm, self.blobs.cache)
+        if self.stored is not None:
+            self.reactor.callWhenRunning(
+                lambda: Deferred.fromCoroutine(self.stored.keep_all())
+            )
         return self.services
 
 
@@ -265,6 +316,8 @@ def make_seeder(options) -> MultiService:
     threads.setServiceParent(node.services)
     seeder = Seeder(node.blobs, node.swarm, _upstreams(cfg), threads.run)
     node.children[b"torrents"] = SeederAPI(seeder, node.mirror).resource()
+    warmer = Warmer(seeder, node.mirror.http, node.reactor, node.mirror.credentials)
+    node.children[b"preheat"] = PreheatAPI(warmer, node.mirror.upstreams).resource()
     return node.serve(cfg.listen)
 
 
