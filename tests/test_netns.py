@@ -215,6 +215,34 @@ class BenchmarkSmokeTests(LabTestCase):
             written, {"bench.json", "bench.md", "cdf.png", "throughput.png"}
         )
 
+    def test_tiny_locality_run(self):
+        """Two zones of two agents, with labels and without: every host got the
+        blob, and the inter-zone path carried at least the copy zone ``b``
+        needed, counted into ``b``."""
+        self.need("ip", "tc", "docker-registry", root=True)
+        tmp = self.tmpdir()
+        options = Options(
+            hosts=4,
+            size=8 * 1024**2,
+            rate=200_000_000,
+            zones=2,
+            modes=("agent",),
+            results=str(tmp / "results"),
+            workdir=str(tmp / "work"),
+        )
+        results = run(options, progress=lambda line: None)
+        rounds = results["rounds"]
+        self.assertEqual([r["labels"] for r in rounds], [True, False])
+        for r in rounds:
+            self.assertEqual(r["failed"], [])
+            self.assertEqual(
+                sorted(h["zone"] for h in r["per_host"]), ["a", "a", "b", "b"]
+            )
+            self.assertTrue(all(h["verified"] for h in r["per_host"]))
+            into_b = r["zones"]["per_zone"]["b"]["in"]
+            self.assertGreater(into_b, 0.9 * options.size)
+            self.assertGreaterEqual(r["zones"]["cross_per_size"], 0.9)
+
 
 class MicroBenchmarkSmokeTests(LabTestCase):
     """The two micro-benchmarks, tiny: they run and their figures add up."""
