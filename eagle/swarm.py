@@ -26,6 +26,8 @@ ALERTS = (
     | lt.alert_category.piece_progress
     | lt.alert_category.tracker
     | lt.alert_category.block_progress
+    # For peer_ban_alert: a peer whose data failed the hash checks is dropped.
+    | lt.alert_category.peer
 )
 BLOCK = 16 * 1024
 
