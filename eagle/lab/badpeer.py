@@ -29,6 +29,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import libtorrent as lt
+
 from eagle.lab import Service, free_port
 
 PROTOCOL = b"\x13BitTorrent protocol"
@@ -37,6 +39,7 @@ RESERVED = bytes([0, 0, 0, 0, 0, 0, 0, 0x10])
 HANDSHAKE_LENGTH = len(PROTOCOL) + 8 + 20 + 20
 UNCHOKE, BITFIELD, REQUEST, PIECE = 1, 5, 6, 7
 MAX_MESSAGE = 1 << 20
+MAX_BLOCK = 128 * 1024  # clients ask for 16 KiB
 MODES = ("corrupt", "stall", "gone")
 # How long the process lives at most, should nobody stop it.
 LIFETIME = 600
@@ -103,7 +106,7 @@ class _Peer:
             if body[0] != REQUEST:
                 continue  # interested, have, hash requests...: nothing to say
             index, begin, size = struct.unpack(">III", body[1:13])
-            if self.mode == "stall":
+            if self.mode == "stall" or size > MAX_BLOCK:
                 self.log(f"ignored request piece={index} begin={begin}")
                 continue
             sock.sendall(corrupt_piece(body[1:]))
@@ -111,8 +114,6 @@ class _Peer:
 
     def announce(self, tracker: str, port: int) -> float:
         """Announce the whole blob; return the interval the tracker asks for."""
-        import libtorrent as lt
-
         query = urllib.parse.urlencode(
             {
                 "info_hash": self.infohash,
@@ -147,14 +148,10 @@ def _read(sock: socket.socket, count: int) -> bytes:
 def swarm_infohash(torrent: bytes) -> bytes:
     """A v2-only torrent goes by its SHA-256 info-hash cut to 20 bytes, on the
     wire and at the tracker alike."""
-    import libtorrent as lt
-
     return lt.torrent_info(lt.bdecode(torrent)).info_hashes().v2.to_bytes()[:20]
 
 
 def main(argv: list[str] | None = None) -> None:
-    import libtorrent as lt
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--torrent", required=True, help="the blob's .torrent file")
     parser.add_argument("--tracker", action="append", required=True)
