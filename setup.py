@@ -16,6 +16,7 @@ setup(
         "txredisapi>=1.4.10",
         "boto3>=1.28",
         "service-identity>=23.1",
+        "cryptography>=41",  # eagle/tls.py reads private CAs' certificates
         "pyyaml>=6.0",
         "prometheus-client>=0.19",
         "dacite>=1.8",

@@ -39,6 +39,9 @@ from eagle.transfer import PieceProgress, Transfer
 from eagle.upstream import BlobRef
 
 TORRENT_LIMIT = 8 * 1024 * 1024
+# After a ban, how long a swarm download may go without a piece before it is
+# finished over HTTP; see _SwarmDownload._banned.
+BAN_GRACE = 3.0
 # The empty blob: nothing to fetch, and no torrent can describe it.
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -356,8 +359,9 @@ class _SwarmDownload:
     """One blob coming through the swarm, finished over HTTP if the swarm fails.
 
     The swarm fails when libtorrent reports an error, when the blob it assembled
-    does not match its digest, or when no piece arrives for ``stall_timeout``
-    seconds (no seeder or peer delivers, trackers are down, peers stall). The
+    does not match its digest, when no piece arrives for ``stall_timeout``
+    seconds (no seeder or peer delivers, trackers are down, peers stall), or for
+    ``BAN_GRACE`` seconds once bans for corrupt data left it without peers. The
     HTTP fetch then continues the same transfer from the verified prefix, so the
     clients already streaming it go on as if nothing happened.
     """
@@ -379,9 +383,16 @@ class _SwarmDownload:
         self.hurried = 0  # pieces before this one have a deadline
         reactor = source.http_source.reactor
         self.stall_timeout = source.stall_timeout
+        self.waiting = self.stall_timeout  # what the stall timer was last set to
+        self.banned = False  # whether a peer was banned for corrupt data
         self.timer = reactor.callLater(self.stall_timeout, self._stalled)
         self.swarm.download(
-            metainfo, cache.incoming, self._piece, self._finished, self._fall_back
+            metainfo,
+            cache.incoming,
+            self._piece,
+            self._finished,
+            self._fall_back,
+            on_ban=self._banned,
         )
         self._hurry()
 
@@ -402,7 +413,7 @@ class _SwarmDownload:
     def _piece(self, piece: int) -> None:
         if self.over_http or self.transfer.ended:
             return
-        self.timer.reset(self.stall_timeout)
+        self._wait(self._timeout())
         available = self.progress.add(piece)
         try:
             self.hasher.advance(available)
@@ -411,8 +422,32 @@ class _SwarmDownload:
         self.transfer.advance(available)
         self._hurry()
 
+    # libtorrent bans a peer whose data failed the hash checks, but it cannot
+    # always tell which of the peers that sent parts of a failed piece lied, and
+    # may ban good ones, the seeder included, along with the bad: measured here,
+    # in about a third of the runs of tests/test_badpeer.py. So once a peer was
+    # banned, a download left without peers waits only BAN_GRACE seconds for a
+    # piece (one may still be on its way) before it is finished over HTTP,
+    # instead of the whole stall timeout.
+
+    def _banned(self) -> None:
+        self.banned = True
+        if not (self.over_http or self.transfer.ended or not self.timer.active()):
+            # The peer may not be disconnected yet: assume it is.
+            self._wait(min(self.waiting, BAN_GRACE))
+
+    def _timeout(self) -> float:
+        if self.banned and not self.swarm.connected_peers(self.metainfo.infohash):
+            return BAN_GRACE
+        return self.stall_timeout
+
+    def _wait(self, seconds: float) -> None:
+        self.waiting = seconds
+        self.timer.reset(seconds)
+
     def _stalled(self) -> None:
-        self._fall_back(f"no progress for {self.stall_timeout}s")
+        since = " since a peer was banned" if self.banned else ""
+        self._fall_back(f"no progress for {self.waiting}s{since}")
 
     def _finished(self) -> None:
         if self.over_http:

@@ -38,8 +38,10 @@ class Registry:
 
     ``username`` and ``password`` (or ``password_file``) are used when a client
     sends no credentials of its own: always by seeders, by agents for hosts
-    that may pull with them. ``tls_verify: false`` accepts any certificate from
-    this registry; it is for lab setups and logged as a warning.
+    that may pull with them. ``ca_file`` is a PEM file of the CA certificates
+    that sign this registry's certificate (a private CA): they, and not the
+    system's CAs, are trusted for it. ``tls_verify: false`` accepts any
+    certificate from this registry; it is for lab setups and logged as a warning.
     """
 
     host: str
@@ -48,6 +50,14 @@ class Registry:
     password: str | None = None
     password_file: str | None = None
     tls_verify: bool = True
+    ca_file: str | None = None
+
+    def __post_init__(self):
+        if self.ca_file is not None and not self.tls_verify:
+            raise ValueError(
+                f"registry {self.host}: ca_file and tls_verify: false contradict "
+                "each other"
+            )
 
     def secret(self) -> str | None:
         if self.password_file:

@@ -26,6 +26,8 @@ ALERTS = (
     | lt.alert_category.piece_progress
     | lt.alert_category.tracker
     | lt.alert_category.block_progress
+    # For peer_ban_alert: a peer whose data failed the hash checks is dropped.
+    | lt.alert_category.peer
 )
 BLOCK = 16 * 1024
 
@@ -84,6 +86,7 @@ class _Torrent:
     on_piece: Callable[[int], None] | None = None
     on_finished: Callable[[], None] | None = None
     on_error: Callable[[str], None] | None = None
+    on_ban: Callable[[], None] | None = None
     moved: Deferred | None = None
     piece_length: int = 0
     size: int = 0
@@ -266,6 +269,9 @@ class Swarm(Service):
 
     def _on_peer_ban_alert(self, alert) -> None:
         self.log.warn("banned peer: {message}", message=alert.message())
+        torrent = self._torrent_of(alert)
+        if torrent and torrent.on_ban:
+            torrent.on_ban()
 
     def _on_tracker_error_alert(self, alert) -> None:
         self.log.debug("tracker error: {message}", message=alert.message())
@@ -306,15 +312,18 @@ class Swarm(Service):
         on_piece: Callable[[int], None],
         on_finished: Callable[[], None],
         on_error: Callable[[str], None],
+        on_ban: Callable[[], None] | None = None,
     ) -> None:
         """Download a blob into ``directory``, reporting each piece once it is in
-        the file, and the end once every piece is."""
+        the file, the end once every piece is, and each peer banned for data
+        that failed the hash checks."""
         torrent = self._add(metainfo, directory, lt.torrent_flags.update_subscribe)
         torrent.piece_length = metainfo.piece_length
         torrent.size = metainfo.size
         torrent.on_piece = on_piece
         torrent.on_finished = on_finished
         torrent.on_error = on_error
+        torrent.on_ban = on_ban
 
     def move(self, infohash: str, directory: str) -> Deferred:
         """Move a torrent's file to ``directory``; it keeps seeding from there."""
@@ -353,6 +362,11 @@ class Swarm(Service):
                 if status.num_peers > status.num_seeds:
                     return True
         return False
+
+    def connected_peers(self, infohash: str) -> int:
+        """How many peers (seeders included) a torrent is connected to now."""
+        torrent = self._torrents.get(infohash)
+        return torrent.handle.status().num_peers if torrent else 0
 
     def bytes_by_kind(self, infohash: str) -> dict[str, int]:
         """Payload bytes received for a torrent, by the kind of peer that sent them."""

@@ -1,9 +1,8 @@
-"""TLS towards the origin (issue 4, point 4): Debian's docker-registry serving
-HTTPS with a certificate from a throwaway CA made by the openssl CLI, and an
-eagle-proxy in front of it, verifying by default, or not with ``tls_verify: false``.
-
-The daemons have no option to trust an extra CA, so the verified case can only
-show the refusal; see the report on issue 4 for a ``ca_file`` registry key.
+"""TLS towards the origin: Debian's docker-registry serving HTTPS with a
+certificate from a throwaway CA made by the openssl CLI, and an eagle-proxy (or a
+seeder and an agent) in front of it: verifying against the system's CAs by
+default, against the registry's own CA with ``ca_file``, or not at all with
+``tls_verify: false``.
 """
 
 from __future__ import annotations
@@ -17,8 +16,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from twisted.trial.unittest import SynchronousTestCase
+
+from eagle import config
+from eagle.lab import LabError
 from eagle.lab.cluster import Cluster
 from eagle.lab.registry import Registry
+from eagle.tls import load_ca
 from tests.test_lab import LabTestCase
 from tests.test_mirror import TIMEOUT, files_under, request
 
@@ -98,17 +102,15 @@ class TLSOriginTests(LabTestCase):
         self.digest = self.registry.push_blob(NAME, self.blob)
 
     def proxy(self, registry_options: dict | None = None):
-        cluster = self.start(
-            Cluster(
-                self.tmp / "cluster",
-                self.registry.url,
-                agents=1,
-                seeders=0,
-                kind="proxy",
-                registry_options=registry_options,
-            )
+        cluster = Cluster(
+            self.tmp / "cluster",
+            self.registry.url,
+            agents=1,
+            seeders=0,
+            kind="proxy",
+            registry_options=registry_options,
         )
-        return cluster.agents[0]
+        return self.start(cluster).agents[0]
 
     def blob_get(self, proxy):
         return request(proxy.port, "GET", f"/v2/{NAME}/blobs/{self.digest}")
@@ -166,6 +168,73 @@ class TLSOriginTests(LabTestCase):
         warning = f"{self.registry.host} are NOT verified"
         self.assertIn(warning, self.log_of(proxy, warning))
 
+    def test_private_ca_trusted(self):
+        """With ca_file naming the registry's CA, its certificate is verified
+        against that CA: the blob comes, and nothing says it is unverified."""
+        proxy = self.proxy({"ca_file": str(self.registry.certificates["ca"])})
+        status, headers, body = self.blob_get(proxy)
+        self.assertEqual(status, 200, body[:300])
+        self.assertEqual(body, self.blob)
+        self.assertEqual(self.registry.blob_gets(self.digest), 1)
+        self.assertNotIn("NOT verified", self.log_of(proxy, "NOT verified", 0))
+
+    def test_private_ca_through_seeder_and_swarm(self):
+        """Seeder and agent both trust the registry's CA from ca_file: the
+        seeder fetches a big blob over TLS and the agent gets it by the swarm."""
+        big = os.urandom(3 << 20)  # over swarm_min_size, so through the swarm
+        digest = self.registry.push_blob(NAME, big)
+        cluster = self.start(
+            Cluster(
+                self.tmp / "cluster",
+                self.registry.url,
+                agents=1,
+                registry_options={"ca_file": str(self.registry.certificates["ca"])},
+            )
+        )
+        agent = cluster.agents[0]
+        status, _, body = request(agent.port, "GET", f"/v2/{NAME}/blobs/{digest}")
+        self.assertEqual(status, 200, body[:300])
+        self.assertEqual(body, big)
+        self.assertEqual(self.registry.blob_gets(digest), 1)  # by the seeder
+        self.assertGreater(agent.status()["received"].get("seeder", 0), 0)
+        self.assertNotIn("over HTTP", self.log_of(agent, "through the swarm"))
+        self.assertIn("through the swarm", self.log_of(agent, "through the swarm"))
+
+    def test_other_ca_refused(self):
+        """A ca_file with another CA does not make the registry trusted: 503 in
+        OCI JSON, the cause logged, nothing fetched."""
+        other = make_certificates(self.tmpdir())["ca"]
+        proxy = self.proxy({"ca_file": str(other)})
+        status, headers, body = self.blob_get(proxy)
+        self.assertEqual(status, 503, body[:300])
+        self.assertEqual(headers.get("content-type"), "application/json")
+        self.assertIn("certificate verify failed", body.decode())
+        self.assertIn("certificate verify failed", self.log_of(proxy, "verify"))
+        self.assertEqual(self.registry.blob_gets(), {})
+
+    def test_bad_ca_file_stops_the_daemon(self):
+        """A ca_file that is missing or holds no certificate is a config error at
+        start naming the registry and the file; the daemon does not run."""
+        garbage = self.tmp / "garbage.pem"
+        garbage.write_text("not a certificate\n")
+        for path, why in [
+            (self.tmp / "missing.pem", "cannot read"),
+            (garbage, "holds no PEM certificate"),
+        ]:
+            cluster = Cluster(
+                self.tmp / f"cluster-{path.stem}",
+                self.registry.url,
+                agents=1,
+                seeders=0,
+                kind="proxy",
+                registry_options={"ca_file": str(path)},
+            )
+            self.addCleanup(cluster.stop)
+            error = self.assertRaises(LabError, cluster.start)
+            self.assertIn("ConfigError", str(error))
+            self.assertIn(f"registry {self.registry.host}: ca_file", str(error))
+            self.assertIn(why, str(error))
+
     def log_of(self, daemon, expected: str, timeout: float = 5) -> str:
         """The daemon's log, once it mentions ``expected`` or after ``timeout``."""
         path = Path(daemon.state_dir) / f"{daemon.name}.log"
@@ -175,3 +244,35 @@ class TLSOriginTests(LabTestCase):
             if expected in text or time.monotonic() > deadline:
                 return text
             time.sleep(0.1)
+
+
+class CAFileTests(SynchronousTestCase):
+    """Reading a registry's CA file, and the config key."""
+
+    def test_load_ca_errors(self):
+        """A missing file, a directory and a file without a PEM certificate are
+        ValueErrors that say what is wrong."""
+        directory = self.mktemp()
+        os.mkdir(directory)
+        garbage = os.path.join(directory, "garbage.pem")
+        with open(garbage, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot base64\n")
+        for path, words in [
+            (os.path.join(directory, "missing.pem"), "cannot read"),
+            (directory, "cannot read"),
+            (garbage, "no PEM certificate"),
+        ]:
+            error = self.assertRaises(ValueError, load_ca, path)
+            self.assertIn(words, str(error))
+
+    def test_ca_file_without_verification_is_an_error(self):
+        """ca_file with tls_verify: false is a contradiction, not a silent choice."""
+        data = {
+            "registries": [
+                {"host": "r", "url": "https://r", "ca_file": "/x", "tls_verify": False}
+            ]
+        }
+        error = self.assertRaises(
+            config.ConfigError, config.from_dict, data, config.NodeConfig
+        )
+        self.assertIn("contradict", str(error))

@@ -70,13 +70,14 @@ class Cluster:
         kind: str = "agent",
         aliases: tuple[str, ...] = (),
         agent_config: dict | None = None,
+        seeder_config: dict | None = None,
         trackers: int = 1,
         tracker_config: dict | None = None,
         registry_options: dict | None = None,
-        seeder_config: dict | None = None,
     ):
         """``aliases`` are more registry host names served by the same origin, for
-        example ``docker.io`` so that containerd's ``?ns=docker.io`` reaches it."""
+        example ``docker.io`` so that containerd's ``?ns=docker.io`` reaches it;
+        ``agent_config`` and ``seeder_config`` add or override config keys."""
         self.state_dir = Path(state_dir)
         host = origin_url.split("://", 1)[1]
         registries = [

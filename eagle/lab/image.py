@@ -37,6 +37,7 @@ from eagle.lab import (
 )
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
@@ -318,6 +319,78 @@ def push(
     if pushed != image.manifest:
         raise LabError(f"skopeo pushed {pushed}, the layout has {image.manifest}")
     return image
+
+
+def push_as(
+    layout: str | os.PathLike,
+    tag: str,
+    registry_url: str,
+    name: str,
+    ref_tag: str = "latest",
+    *,
+    format: str | None = None,
+    all_images: bool = False,
+) -> str:
+    """Push ``tag`` of an OCI layout as ``name:ref_tag``, converted by skopeo to
+    ``format`` (``v2s2``: Docker schema 2, manifest lists for indexes), every
+    image of an index with ``all_images``; return the pushed manifest's digest.
+
+    Unlike `push`, digests may change: a converted manifest is a new document.
+    """
+    host = registry_url.split("://", 1)[-1].rstrip("/")
+    layout = Path(layout)
+    digest_file = layout.parent / f".{layout.name}.{ref_tag}.pushed-digest"
+    argv = ["skopeo", "--insecure-policy", "copy", "--quiet"]
+    argv += ["--dest-tls-verify=false", "--digestfile", digest_file]
+    if format:
+        argv += ["--format", format]
+    if all_images:
+        argv += ["--all"]
+    argv += [f"oci:{layout}:{tag}", f"docker://{host}/{name}:{ref_tag}"]
+    run(argv, env=offline_env(hostname(host)))
+    pushed = digest_file.read_text().strip()
+    digest_file.unlink()
+    return pushed
+
+
+@dataclass(frozen=True)
+class PlatformIndex:
+    """An OCI image index in a layout, tagged ``tag``: one image per architecture."""
+
+    layout: Path
+    tag: str
+    digest: str  # the index's own
+    images: dict[str, str]  # architecture: manifest digest
+    layers: tuple[Layer, ...]
+
+
+def add_platforms(image: Image, architectures: tuple[str, ...]) -> PlatformIndex:
+    """Tag, in ``image``'s layout, an index of one image per architecture.
+
+    The images share ``image``'s layers and differ in their config's
+    architecture: to a registry or a mirror that is all a multi-platform image is.
+    """
+    blobs = image.layout / "blobs" / "sha256"
+    config = json.loads(image.blob(image.config).read_bytes())
+    manifest = json.loads(image.blob(image.manifest).read_bytes())
+    entries, images = [], {}
+    for arch in architectures:
+        digest, size = _write_blob(blobs, {**config, "architecture": arch})
+        child = {**manifest, "config": _descriptor(OCI_CONFIG, digest, size)}
+        digest, size = _write_blob(blobs, child)
+        entry = _descriptor(OCI_MANIFEST, digest, size)
+        entry["platform"] = {"architecture": arch, "os": "linux"}
+        entries.append(entry)
+        images[arch] = digest
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    digest, size = _write_blob(blobs, index)
+    tag = f"{image.tag}-index"
+    top = json.loads((image.layout / "index.json").read_bytes())
+    entry = _descriptor(OCI_INDEX, digest, size)
+    entry["annotations"] = {REF_NAME: tag}
+    top["manifests"].append(entry)
+    (image.layout / "index.json").write_bytes(_canonical(top))
+    return PlatformIndex(image.layout, tag, digest, images, image.layers)
 
 
 # -- layout internals -----------------------------------------------------------

@@ -184,6 +184,17 @@ class Registry(Service):
         self.opener.open(put, timeout=60 + size / 10e6).close()
         return digest
 
+    def push_manifest(self, name: str, tag: str, data: bytes, media_type: str) -> str:
+        """Put a manifest (or index) as ``name:tag``; return its digest."""
+        put = urllib.request.Request(
+            f"{self.url}/v2/{name}/manifests/{tag}",
+            data=data,
+            method="PUT",
+            headers={"Content-Type": media_type},
+        )
+        self.opener.open(put, timeout=30).close()
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
     def blob_gets(self, digest: str | None = None) -> dict[str, int] | int:
         """Successful (200/206) blob GETs: per digest, or for one digest."""
         counts, _ = self._blob_gets()

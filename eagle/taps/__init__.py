@@ -29,7 +29,7 @@ from eagle.preheat import PreheatAPI, Warmer
 from eagle.seeder import Seeder, SeederAPI, StoredSource
 from eagle.storage import Storage
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
-from eagle.tls import RegistryTLSPolicy
+from eagle.tls import RegistryTLSPolicy, load_ca
 from eagle.torrent import Metainfo
 from eagle.tracker.redis_store import RedisPeerStore
 from eagle.tracker.server import Tracker, purge_service
@@ -109,9 +109,17 @@ class _StatusResource(Resource):
 
 def _http_client(reactor, cfg: config.NodeConfig) -> HTTPClient:
     unverified = {urlsplit(r.url).netloc for r in cfg.registries if not r.tls_verify}
+    private_cas = {}
+    for r in cfg.registries:
+        if r.ca_file:
+            try:
+                private_cas[urlsplit(r.url).netloc] = load_ca(r.ca_file)
+            except ValueError as e:
+                raise config.ConfigError(f"registry {r.host}: ca_file: {e}") from None
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    agent = Agent(reactor, contextFactory=RegistryTLSPolicy(unverified), pool=pool)
+    policy = RegistryTLSPolicy(unverified, private_cas)
+    agent = Agent(reactor, contextFactory=policy, pool=pool)
     # One client serves every engine on the host: it must keep no cookies, or an
     # origin's cookie for one client would go out with another's requests.
     no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
