@@ -143,11 +143,13 @@ class HTTPSource:
         Deferred.fromCoroutine(self._complete(ref, transfer, body, 0, hashlib.sha256()))
         return transfer
 
-    async def resume(self, ref: BlobRef, transfer: Transfer, offset: int, sha256):
+    async def resume(
+        self, ref: BlobRef, transfer: Transfer, offset: int, sha256, skip=()
+    ):
         """Complete a transfer whose first ``offset`` bytes are in its file, with
-        ``sha256`` their hash so far."""
+        ``sha256`` their hash so far, from any seeder but those in ``skip``."""
         try:
-            body = await self._request(ref, offset)
+            body = await self._request(ref, offset, skip)
             if body.size != transfer.size:
                 discard(body.response)
                 raise ValueError(
@@ -155,7 +157,7 @@ class HTTPSource:
                 )
         except Exception as e:
             return self._failed(transfer, e)
-        await self._complete(ref, transfer, body, offset, sha256)
+        await self._complete(ref, transfer, body, offset, sha256, skip)
 
     async def _request(self, ref: BlobRef, offset: int, skip=()) -> BlobBody:
         """The blob's body from byte ``offset``: from its seeders in rendezvous
@@ -247,16 +249,7 @@ class HTTPSource:
             offset=offset,
             why=str(why)[:200],
         )
-        try:
-            body = await self._request(ref, offset, skip)
-            if body.size != transfer.size:
-                discard(body.response)
-                raise ValueError(
-                    f"{body.source} has {body.size} bytes, not {transfer.size}"
-                )
-        except Exception as e:
-            return self._failed(transfer, e)
-        await self._complete(ref, transfer, body, offset, sha256, skip)
+        await self.resume(ref, transfer, offset, sha256, skip)
 
     def _failed(self, transfer: Transfer, reason: Exception) -> None:
         try:
