@@ -29,6 +29,7 @@ from eagle.fetch import (
     request_blob,
     request_headers,
 )
+from eagle.metrics import DETACHED
 from eagle.rendezvous import rank
 from eagle.singleflight import SingleFlight
 from eagle.swarm import Swarm
@@ -51,6 +52,7 @@ class Blobs:
     """The blobs of one cache, each fetched at most once at a time."""
 
     log = Logger()
+    metrics = DETACHED  # the daemon sets its own
 
     def __init__(self, cache: BlobCache, source: IBlobSource):
         self.cache = cache
@@ -65,11 +67,13 @@ class Blobs:
             transfer.succeed(os.devnull)
             return transfer
         if self.cache.has(ref.hex):
+            self.metrics.cache_hits.inc()
             self.cache.touch(ref.hex)
             path = self.cache.blob_path(ref.hex)
             transfer = Transfer(str(ref.digest), os.path.getsize(path), path, "cache")
             transfer.succeed(path)
             return transfer
+        self.metrics.cache_misses.inc()
         running = self._transfers.get(ref.hex)
         if running is not None:
             return running
@@ -105,6 +109,7 @@ class HTTPSource:
     """Blobs over HTTP: from the owning seeder or the next, then from the origin."""
 
     log = Logger()
+    metrics = DETACHED  # the daemon sets its own
 
     def __init__(self, http, reactor, cache, seeders, traffic, credentials=None):
         self.http = http
@@ -161,6 +166,7 @@ class HTTPSource:
                     raise
                 failures.append(f"{seeder}: {e.detail}")
         if failures:
+            self.metrics.fallbacks.labels("origin").inc()
             self.log.warn(
                 "no seeder could serve {digest}, fetching from the origin: {why}",
                 digest=str(ref.digest),
@@ -225,6 +231,7 @@ class SwarmSource:
     """
 
     log = Logger()
+    metrics = DETACHED  # the daemon sets its own
 
     def __init__(
         self,
@@ -250,6 +257,7 @@ class SwarmSource:
         except errors.RegistryError as e:
             if e.status < 500:
                 raise
+            self.metrics.fallbacks.labels("no_torrent").inc()
             self.log.warn(
                 "no torrent for {digest} ({reason}); falling back to HTTP",
                 digest=str(ref.digest),
@@ -385,6 +393,7 @@ class _SwarmDownload:
         if self.timer.active():
             self.timer.cancel()
         offset = 0 if restart else self.progress.available
+        self.source.metrics.fallbacks.labels("swarm").inc()
         self.log.warn(
             "swarm download of {digest} failed ({reason}); finishing it over HTTP "
             "from byte {offset}",

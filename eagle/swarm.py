@@ -7,6 +7,7 @@ queue on the reactor thread, so there is neither polling nor blocking.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import libtorrent as lt
 from twisted.application.service import Service
@@ -71,6 +72,13 @@ def session_settings(listen: str, peer_id: str, overrides: dict) -> dict:
     )
     settings.update(overrides)
     return settings
+
+
+def blob_trackers(trackers: list[str], hex_: str, size: int) -> list[str]:
+    """Announce URLs for one blob's swarm, naming the blob, so that trackers can
+    show and log which blob a swarm (an infohash to them) is."""
+    extra = urlencode({"digest": "sha256:" + hex_, "size": size})
+    return [url + ("&" if "?" in url else "?") + extra for url in trackers]
 
 
 @dataclass
@@ -248,7 +256,7 @@ class Swarm(Service):
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(lt.bdecode(metainfo.data))
         params.save_path = directory
-        params.trackers = self.trackers
+        params.trackers = blob_trackers(self.trackers, params.ti.name(), metainfo.size)
         params.tracker_tiers = [0] * len(self.trackers)
         # No peer exchange either: peers come from our trackers only, which
         # decide who meets whom (nearest first, zones through gateways).

@@ -22,6 +22,7 @@ from eagle import config
 from eagle.auth import Credentials
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
+from eagle.metrics import Metrics
 from eagle.mirror import Mirror
 from eagle.seeder import Seeder, SeederAPI
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
@@ -156,11 +157,14 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             super_seeding=cfg.super_seeding and role == "seeder",
         )
         swarm.setServiceParent(top)
-    cache = BlobCache(
-        cfg.data_dir,
-        cfg.cache_size,
-        on_evict=swarm.remove_blob if swarm else lambda hex_: None,
-    )
+    metrics = Metrics()
+
+    def evicted(hex_: str) -> None:
+        metrics.evictions.inc()
+        if swarm is not None:
+            swarm.remove_blob(hex_)
+
+    cache = BlobCache(cfg.data_dir, cfg.cache_size, on_evict=evicted)
     http = _http_client(reactor, cfg)
     traffic = Traffic()
     seeders = [] if role == "seeder" else cfg.seeders
@@ -178,7 +182,9 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             cfg.stream_window,
         )
     blobs = Blobs(cache, source)
+    blobs.metrics = http_source.metrics = source.metrics = metrics
     mirror = Mirror(_upstreams(cfg), blobs, http, reactor, credentials)
+    metrics.watch_node(traffic, mirror, cache, swarm)
 
     def stats():
         return {
@@ -190,7 +196,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
         }
 
     children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
-    return _Node(top, swarm, blobs, mirror, children, reactor)
+    return _Node(top, swarm, blobs, mirror, children, reactor, metrics)
 
 
 @dataclass
@@ -203,10 +209,12 @@ class _Node:
     mirror: Mirror
     children: dict[bytes, Resource]  # the HTTP site's top-level resources
     reactor: object
+    metrics: Metrics
 
     def serve(self, listen: str) -> MultiService:
         """Add the HTTP site, and seed the cache once running; the finished tree."""
-        strports.service(listen, site(self.children)).setServiceParent(self.services)
+        http = site(self.children, metrics=self.metrics)
+        strports.service(listen, http).setServiceParent(self.services)
         if self.swarm is not None:
             self.reactor.callWhenRunning(_seed_cache, self.swarm, self.blobs.cache)
         return self.services
@@ -249,11 +257,18 @@ def make_tracker(options) -> MultiService:
     cfg = config.load(options["config"], config.TrackerConfig)
     reactor = _reactor()
     store = _peer_store(cfg, reactor)
-    tracker = Tracker(store, interval=cfg.interval, announce_token=cfg.announce_token)
-    top = MultiService()
-    strports.service(cfg.listen, site(root=tracker.app.resource())).setServiceParent(
-        top
+    metrics = Metrics()
+    tracker = Tracker(
+        store,
+        interval=cfg.interval,
+        announce_token=cfg.announce_token,
+        clock=reactor,
+        metrics=metrics,
     )
+    metrics.watch_tracker(tracker)
+    top = MultiService()
+    http = site(root=tracker.app.resource(), metrics=metrics)
+    strports.service(cfg.listen, http).setServiceParent(top)
     purge_service(store, cfg.interval).setServiceParent(top)
     return top
 
