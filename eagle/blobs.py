@@ -202,6 +202,13 @@ class HTTPSource:
             return self._failed(transfer, e)
         # Bytes dropped because the sender ignored our Range crossed the network too.
         self.traffic.add(body.source, transfer.size - offset + body.skip)
+        self.log.info(
+            "fetched {digest} ({size} bytes) from the {source} over HTTP",
+            digest=str(ref.digest),
+            size=transfer.size,
+            source=body.source,
+            offset=offset,
+        )
         transfer.succeed(self.cache.commit(ref.hex, transfer.path))
 
     def _failed(self, transfer: Transfer, reason: Exception) -> None:

@@ -122,7 +122,7 @@ class BlobCache:
             self.on_evict(hex_)
             _remove(self.blob_path(hex_))
             _remove(self.torrent_path(hex_))
-            self.log.info("evicted blob sha256:{hex}", hex=hex_)
+            self.log.info("evicted blob {digest}", digest="sha256:" + hex_)
 
     def list(self) -> list[str]:
         return self.lru.keys()

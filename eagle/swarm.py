@@ -81,6 +81,10 @@ def blob_trackers(trackers: list[str], hex_: str, size: int) -> list[str]:
     return [url + ("&" if "?" in url else "?") + extra for url in trackers]
 
 
+def _digest(torrent) -> str | None:
+    return "sha256:" + torrent.blob if torrent is not None else None
+
+
 @dataclass
 class _Torrent:
     handle: object
@@ -224,7 +228,9 @@ class Swarm(Service):
 
     def _error(self, alert) -> None:
         torrent = self._torrent_of(alert)
-        self.log.warn("swarm error: {message}", message=alert.message())
+        self.log.warn(
+            "swarm error: {message}", message=alert.message(), digest=_digest(torrent)
+        )
         if torrent and torrent.on_error:
             torrent.on_error(alert.message())
 
@@ -265,6 +271,12 @@ class Swarm(Service):
             handle=self.session.add_torrent(params), blob=params.ti.name()
         )
         self._torrents[metainfo.infohash] = torrent
+        self.log.info(
+            "joined swarm {infohash} of {digest} to {action}",
+            infohash=metainfo.infohash[:40],  # as trackers see it (20 bytes)
+            digest=_digest(torrent),
+            action="seed" if flags & lt.torrent_flags.seed_mode else "download",
+        )
         return torrent
 
     def seed(self, metainfo: Metainfo, directory: str) -> None:
