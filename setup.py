@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["eagle", "eagle.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["eagle_plugins.py"]},
     install_requires=[
-        "twisted>=23.10",
+        "twisted[conch]>=23.10",  # conch: the manhole
         "klein>=23.5",
         "treq>=23.11",
         "libtorrent>=2.0.9",

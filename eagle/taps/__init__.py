@@ -18,7 +18,7 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from eagle import config
+from eagle import config, manhole
 from eagle.auth import Credentials
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
@@ -211,10 +211,22 @@ class _Node:
     reactor: object
     metrics: Metrics
 
-    def serve(self, listen: str) -> MultiService:
-        """Add the HTTP site, and seed the cache once running; the finished tree."""
+    def serve(self, listen: str, manhole_cfg=None) -> MultiService:
+        """Add the HTTP site (and the manhole), and seed the cache once running;
+        the finished tree."""
         http = site(self.children, metrics=self.metrics)
         strports.service(listen, http).setServiceParent(self.services)
+        if manhole_cfg is not None:
+            names = {
+                "node": self,
+                "swarm": self.swarm,
+                "blobs": self.blobs,
+                "cache": self.blobs.cache,
+                "mirror": self.mirror,
+                "metrics": self.metrics,
+                "reactor": self.reactor,
+            }
+            manhole.service(manhole_cfg, names).setServiceParent(self.services)
         if self.swarm is not None:
             self.reactor.callWhenRunning(_seed_cache, self.swarm, self.blobs.cache)
         return self.services
@@ -270,6 +282,9 @@ def make_tracker(options) -> MultiService:
     http = site(root=tracker.app.resource(), metrics=metrics)
     strports.service(cfg.listen, http).setServiceParent(top)
     purge_service(store, cfg.interval).setServiceParent(top)
+    if cfg.manhole is not None:
+        names = {"tracker": tracker, "store": store, "metrics": metrics}
+        manhole.service(cfg.manhole, names).setServiceParent(top)
     return top
 
 
@@ -280,12 +295,12 @@ def make_seeder(options) -> MultiService:
     threads.setServiceParent(node.services)
     seeder = Seeder(node.blobs, node.swarm, _upstreams(cfg), threads.run)
     node.children[b"torrents"] = SeederAPI(seeder, node.mirror).resource()
-    return node.serve(cfg.listen)
+    return node.serve(cfg.listen, cfg.manhole)
 
 
 def _make_node(options, role: str) -> MultiService:
     cfg = config.load(options["config"], config.NodeConfig)
-    return _node(cfg, role).serve(cfg.listen)
+    return _node(cfg, role).serve(cfg.listen, cfg.manhole)
 
 
 def _seed_cache(swarm: Swarm, cache: BlobCache) -> None:
