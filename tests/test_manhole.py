@@ -4,8 +4,11 @@ for the configured keys only."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
@@ -50,10 +53,8 @@ def ssh(port: int, key, commands: str, user: str = "eagle"):
 
 class KeyFileTests(SynchronousTestCase):
     def setUp(self):
-        import tempfile
-        from pathlib import Path
-
         self.dir = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.dir, True)
 
     def test_authorized_keys(self):
         """Keys are read, comments and blank lines skipped; junk is an error."""
