@@ -24,7 +24,12 @@ setup(
     ],
     # ruff is pinned: a new release's rules must not fail the suite by surprise.
     extras_require={
-        "test": ["hypothesis>=6.90", "ruff==0.17.6", "kubernetes-validate>=1.30"],
+        "test": [
+            "hypothesis>=6.90",
+            "ruff==0.17.6",
+            "kubernetes-validate>=1.30",
+            "pillow>=10",
+        ],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["eagle = eagle.cli:main"]},

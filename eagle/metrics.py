@@ -12,7 +12,6 @@ dashboard in ``etc/grafana-dashboard.json`` draws them.
 from __future__ import annotations
 
 import time
-import warnings
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -203,28 +202,23 @@ def _swarm_families(swarm):
     peers = GaugeMetricFamily("eagle_swarm_peers", "Peers connected, over all swarms")
     counts = {"downloading": 0, "seeding": 0}
     connected = 0
-    for torrent in list(swarm._torrents.values()):
-        status = torrent.handle.status()
-        counts["seeding" if status.is_seeding else "downloading"] += 1
-        connected += status.num_peers
+    for blob in swarm.status():
+        counts[blob["state"]] += 1
+        connected += blob["peers"]
     for state, count in counts.items():
         swarms.add_metric([state], count)
     peers.add_metric([], connected)
     yield swarms
     yield peers
-    # Known shortcoming: session.status() is deprecated in libtorrent 2; its
-    # replacement (session stats alerts) needs a round trip through the alert
-    # queue, which a synchronous scrape cannot wait for.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        status = swarm.session.status()
+    totals = swarm.payload_totals()
     payload = CounterMetricFamily(
         "eagle_swarm_payload_bytes",
-        "Blob bytes moved over BitTorrent by this host's session, by direction",
+        "Blob bytes moved over BitTorrent by this host's session, by direction"
+        " (as libtorrent last posted them, at most one scrape or 5 s old)",
         labels=["direction"],
     )
-    payload.add_metric(["download"], status.total_payload_download)
-    payload.add_metric(["upload"], status.total_payload_upload)
+    payload.add_metric(["download"], totals["download"])
+    payload.add_metric(["upload"], totals["upload"])
     yield payload
 
 

@@ -124,6 +124,7 @@ class Swarm(Service):
         self.trackers = list(trackers)
         self._torrents: dict[str, _Torrent] = {}
         self.session = None
+        self._payload = {"download": 0, "upload": 0}
 
     def startService(self):
         super().startService()
@@ -339,3 +340,39 @@ class Swarm(Service):
         """Payload bytes received for a torrent, by the kind of peer that sent them."""
         torrent = self._torrents.get(infohash)
         return dict(torrent.received) if torrent else {"seeder": 0, "peer": 0}
+
+    def status(self) -> list[dict]:
+        """Each blob in the session: state, progress, peers and rates, for
+        status pages and metrics."""
+        blobs = []
+        for infohash, torrent in list(self._torrents.items()):
+            status = torrent.handle.status()
+            blobs.append(
+                {
+                    "digest": "sha256:" + torrent.blob,
+                    "infohash": infohash[:40],
+                    "state": "seeding" if status.is_seeding else "downloading",
+                    "progress": status.progress,
+                    "peers": status.num_peers,
+                    "download_rate": status.download_payload_rate,
+                    "upload_rate": status.upload_payload_rate,
+                }
+            )
+        return blobs
+
+    def payload_totals(self) -> dict[str, int]:
+        """Blob bytes this session moved since it started, by direction, as of
+        the last stats libtorrent posted; asks for fresh ones for the next call.
+
+        Not session.status(): it waits for libtorrent's thread while holding the
+        GIL, which that thread may be waiting for to call us (deadlock, seen)."""
+        if self.session is not None:
+            self.session.post_session_stats()
+        return dict(self._payload)
+
+    def _on_session_stats_alert(self, alert) -> None:
+        values = alert.values
+        self._payload = {
+            "download": values.get("net.recv_payload_bytes", 0),
+            "upload": values.get("net.sent_payload_bytes", 0),
+        }

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
@@ -413,10 +414,14 @@ class ClusterMetricsTests(LabTestCase):
                 for s in ("seeder", "peer")
             )
             self.assertGreater(swarm_bytes, 0, agent.name)
-            download = samples[
-                ("eagle_swarm_payload_bytes_total", (("direction", "download"),))
-            ]
-            self.assertGreaterEqual(download, len(data), agent.name)
+            # libtorrent posts its session stats when a scrape asks for them:
+            # the next scrape shows them.
+            key = ("eagle_swarm_payload_bytes_total", (("direction", "download"),))
+            deadline = time.monotonic() + 10
+            while samples[key] < len(data) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                samples = scrape(agent.url)
+            self.assertGreaterEqual(samples[key], len(data), agent.name)
             self.assertEqual(samples[("eagle_cache_bytes", ())], len(data))
             self.assertEqual(samples[("eagle_swarms", (("state", "seeding"),))], 1)
         samples = scrape(first.url)

@@ -9,6 +9,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import txredisapi
 from treq.client import HTTPClient
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
@@ -25,6 +26,7 @@ from eagle.cache import BlobCache
 from eagle.metrics import Metrics
 from eagle.mirror import Mirror
 from eagle.seeder import Seeder, SeederAPI
+from eagle.status import History, node_page
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
 from eagle.tls import RegistryTLSPolicy
 from eagle.torrent import Metainfo
@@ -41,6 +43,9 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["config"]:
             raise usage.UsageError("--config is required")
+
+
+SAMPLE_EVERY = 5  # seconds between samples for the status page's plot
 
 
 def _reactor():
@@ -192,10 +197,27 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             "received": dict(traffic.received),
             "served": mirror.served,
             "cache": {"blobs": len(cache.lru), "bytes": cache.lru.total},
-            "bittorrent_port": swarm.listen_port if swarm and swarm.running else None,
+            "bittorrent_port": swarm.listen_port if running() else None,
+            "swarms": swarm.status() if running() else [],
         }
 
-    children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
+    def running() -> bool:
+        return swarm is not None and swarm.session is not None
+
+    history = History()
+
+    def sample():
+        """Byte counts for the status page's throughput plot."""
+        sent = ("eagle_http_sent_bytes_total", {"route": "blobs"})
+        totals = {"HTTP out": metrics.registry.get_sample_value(*sent) or 0}
+        if running():
+            payload = swarm.payload_totals()
+            totals["swarm in"] = payload["download"]
+            totals["swarm out"] = payload["upload"]
+        history.add(reactor.seconds(), totals)
+
+    TimerService(SAMPLE_EVERY, sample).setServiceParent(top)
+    children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats, history)}
     return _Node(top, swarm, blobs, mirror, children, reactor, metrics)
 
 
@@ -232,10 +254,25 @@ class _Node:
         return self.services
 
 
-def _status_tree(stats) -> Resource:
+def _status_tree(stats, history: History) -> Resource:
     tree = Resource()
     tree.putChild(b"stats", _StatusResource(stats))
+    tree.putChild(b"status", _StatusPage(lambda: node_page(stats(), history)))
     return tree
+
+
+class _StatusPage(Resource):
+    """``/eagle/status``: the daemon's status page."""
+
+    isLeaf = True
+
+    def __init__(self, render):
+        super().__init__()
+        self._render = render
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return self._render()
 
 
 def _peer_store(cfg: config.TrackerConfig, reactor):

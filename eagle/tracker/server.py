@@ -13,6 +13,7 @@ from twisted.application.internet import TimerService
 from twisted.logger import Logger
 
 from eagle.metrics import DETACHED, MetricsResource
+from eagle.status import tracker_page
 from eagle.tracker.peers import LEVELS, Peer, order_peers
 from eagle.tracker.store import IPeerStore, StoreUnavailable
 from eagle.tracker.view import SwarmView, WallClock, details
@@ -227,6 +228,16 @@ class Tracker:
             **self.swarms.snapshot(),
         }
         return json.dumps(stats).encode()
+
+    @app.route("/eagle/status", methods=["GET"])
+    def status_page(self, request):
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        stats = {
+            "announces": self.announces,
+            "store_failures": self.failures,
+            **self.swarms.snapshot(),
+        }
+        return tracker_page(stats)
 
     @app.route("/metrics", methods=["GET"])
     def metrics_page(self, request):
