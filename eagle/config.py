@@ -118,6 +118,9 @@ class NodeConfig:
     # Seeders: offer each piece to one peer at a time until others have it
     # (BEP 16), so that peers trade pieces instead of the seeder sending twice.
     super_seeding: bool = False
+    # /admin/ (eagle cache ...) for clients with this Bearer token; unset: for
+    # loopback clients only.
+    admin_token: str | None = None
     libtorrent: dict = field(default_factory=dict)
     manhole: ManholeConfig | None = None  # None: no manhole
 

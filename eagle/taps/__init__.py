@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from eagle import config, manhole
+from eagle.admin import AdminAPI
 from eagle.auth import Credentials
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
@@ -217,7 +218,11 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
         history.add(reactor.seconds(), totals)
 
     TimerService(SAMPLE_EVERY, sample).setServiceParent(top)
-    children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats, history)}
+    children = {
+        b"v2": mirror.resource(),
+        b"eagle": _status_tree(stats, history),
+        b"admin": AdminAPI(cache, cfg.admin_token).resource(),
+    }
     return _Node(top, swarm, blobs, mirror, children, reactor, metrics)
 
 
