@@ -29,6 +29,7 @@ setup(
             "ruff==0.17.6",
             "kubernetes-validate>=1.30",
             "pillow>=10",
+            "docutils>=0.20",
         ],
         "bench": ["matplotlib>=3.7"],
     },
