@@ -144,6 +144,10 @@ class Swarm(Service):
         super().stopService()
         session, self.session = self.session, None
         if session is not None:
+            # Known shortcoming: set_alert_notify waits for libtorrent's alert
+            # lock while holding the GIL; if libtorrent's thread is calling
+            # _notify at that moment (it holds that lock and wants the GIL), both
+            # wait forever. Seen when stopping a session just after its start.
             session.set_alert_notify(lambda: None)
             session.pause()
             for torrent in self._torrents.values():
