@@ -50,7 +50,7 @@ LATENCY_BUCKETS = (
 
 # Label values of ``route``: few and fixed, whatever paths clients send.
 _V2_KINDS = (b"blobs", b"manifests", b"tags")
-_TOP = (b"torrents", b"announce", b"scrape", b"eagle", b"metrics", b"admin")
+_TOP = (b"torrents", b"announce", b"scrape", b"eagle", b"metrics", b"admin", b"preheat")
 
 
 def route(path: bytes) -> str:

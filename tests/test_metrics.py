@@ -77,6 +77,7 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(route(b"/announce?info_hash=x"), "announce")
         self.assertEqual(route(b"/torrents/sha256:ab"), "torrents")
         self.assertEqual(route(b"/eagle/stats"), "eagle")
+        self.assertEqual(route(b"/preheat/x"), "preheat")
         self.assertEqual(route(b"/../../etc/passwd"), "other")
         self.assertEqual(route(b""), "other")
 
