@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["eagle", "eagle.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["eagle_plugins.py"]},
     install_requires=[
-        "twisted>=23.10",
+        "twisted[conch]>=23.10",  # conch: the manhole
         "klein>=23.5",
         "treq>=23.11",
         "libtorrent>=2.0.9",
@@ -25,7 +25,14 @@ setup(
     ],
     # ruff is pinned: a new release's rules must not fail the suite by surprise.
     extras_require={
-        "test": ["hypothesis>=6.90", "ruff==0.17.6", "moto[server]>=5"],
+        "test": [
+            "hypothesis>=6.90",
+            "ruff==0.17.6",
+            "moto[server]>=5",
+            "kubernetes-validate>=1.30",
+            "pillow>=10",
+            "docutils>=0.20",
+        ],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["eagle = eagle.cli:main"]},

@@ -31,6 +31,7 @@ from eagle.fetch import (
     request_blob,
     request_headers,
 )
+from eagle.metrics import DETACHED
 from eagle.rendezvous import rank
 from eagle.singleflight import SingleFlight
 from eagle.swarm import Swarm
@@ -56,6 +57,7 @@ class Blobs:
     """The blobs of one cache, each fetched at most once at a time."""
 
     log = Logger()
+    metrics = DETACHED  # the daemon sets its own
 
     def __init__(self, cache: BlobCache, source: IBlobSource):
         self.cache = cache
@@ -70,11 +72,13 @@ class Blobs:
             transfer.succeed(os.devnull)
             return transfer
         if self.cache.has(ref.hex):
+            self.metrics.cache_hits.inc()
             self.cache.touch(ref.hex)
             path = self.cache.blob_path(ref.hex)
             transfer = Transfer(str(ref.digest), os.path.getsize(path), path, "cache")
             transfer.succeed(path)
             return transfer
+        self.metrics.cache_misses.inc()
         running = self._transfers.get(ref.hex)
         if running is not None:
             return running
@@ -115,6 +119,7 @@ class HTTPSource:
     """Blobs over HTTP: from the owning seeder or the next, then from the origin."""
 
     log = Logger()
+    metrics = DETACHED  # the daemon sets its own
 
     def __init__(
         self,
@@ -191,6 +196,7 @@ class HTTPSource:
                     raise
                 failures.append(f"{seeder}: {e.detail}")
         if failures:
+            self.metrics.fallbacks.labels("origin").inc()
             self.log.warn(
                 "no seeder could serve {digest}, fetching from the origin: {why}",
                 digest=str(ref.digest),
@@ -235,6 +241,13 @@ class HTTPSource:
             return self._failed(transfer, ValueError("blob does not match its digest"))
         # Bytes dropped because the sender ignored our Range crossed the network too.
         self.traffic.add(body.source, transfer.size - offset + body.skip)
+        self.log.info(
+            "fetched {digest} ({size} bytes) from the {source} over HTTP",
+            digest=str(ref.digest),
+            size=transfer.size,
+            source=body.source,
+            offset=offset,
+        )
         transfer.succeed(self.cache.commit(ref.hex, transfer.path))
 
     async def _next_seeder(self, ref, transfer, body, start, sha256, skip, why):
@@ -278,6 +291,7 @@ class SwarmSource:
     """
 
     log = Logger()
+    metrics = DETACHED  # the daemon sets its own
 
     def __init__(
         self,
@@ -303,6 +317,7 @@ class SwarmSource:
         except errors.RegistryError as e:
             if e.status < 500:
                 raise
+            self.metrics.fallbacks.labels("no_torrent").inc()
             self.log.warn(
                 "no torrent for {digest} ({reason}); falling back to HTTP",
                 digest=str(ref.digest),
@@ -482,6 +497,7 @@ class _SwarmDownload:
         if self.timer.active():
             self.timer.cancel()
         offset = 0 if restart else self.progress.available
+        self.source.metrics.fallbacks.labels("swarm").inc()
         self.log.warn(
             "swarm download of {digest} failed ({reason}); finishing it over HTTP "
             "from byte {offset}",

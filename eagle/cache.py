@@ -131,11 +131,22 @@ class BlobCache:
 
     def evict(self, incoming: int = 0) -> None:
         for hex_ in self.lru.victims(incoming, self.in_use):
-            self.lru.remove(hex_)
-            self.on_evict(hex_)
-            _remove(self.blob_path(hex_))
-            _remove(self.torrent_path(hex_))
-            self.log.info("evicted blob sha256:{hex}", hex=hex_)
+            self._drop(hex_)
+
+    def evict_blob(self, hex_: str) -> bool:
+        """Evict one cached blob now, unless it is in use (then False)."""
+        if self.lru.pinned(hex_) or self.in_use(hex_):
+            return False
+        if hex_ in self.lru:
+            self._drop(hex_)
+        return True
+
+    def _drop(self, hex_: str) -> None:
+        self.lru.remove(hex_)
+        self.on_evict(hex_)
+        _remove(self.blob_path(hex_))
+        _remove(self.torrent_path(hex_))
+        self.log.info("evicted blob {digest}", digest="sha256:" + hex_)
 
     def list(self) -> list[str]:
         return self.lru.keys()

@@ -79,12 +79,29 @@ class RedisConfig:
 
 
 @dataclass
+class ManholeConfig:
+    """A Python shell inside the daemon over SSH, on 127.0.0.1:``port`` only, for
+    ``user`` with a key in ``authorized_keys`` (no passwords). ``host_key`` is
+    the server's private key, made on first start when the file is missing."""
+
+    port: int
+    authorized_keys: str
+    host_key: str
+    user: str = "eagle"
+
+    def __post_init__(self):
+        if not 0 < self.port < 65536:
+            raise ValueError(f"manhole port {self.port} is not between 1 and 65535")
+
+
+@dataclass
 class TrackerConfig:
     listen: str = "tcp:7070:interface=127.0.0.1"
     interval: int = 15  # seconds between a peer's announces
     # Only announces carrying ?token=<this> are accepted (agents: tracker_token).
     announce_token: str | None = None
     redis: RedisConfig | None = None  # None: swarms in memory, for one tracker
+    manhole: ManholeConfig | None = None  # None: no manhole
 
 
 @dataclass
@@ -172,10 +189,14 @@ class NodeConfig:
     # Seeders: offer each piece to one peer at a time until others have it
     # (BEP 16), so that peers trade pieces instead of the seeder sending twice.
     super_seeding: bool = False
+    # /admin/ (eagle cache ...) for clients with this Bearer token; unset: for
+    # loopback clients only.
+    admin_token: str | None = None
     libtorrent: dict = field(default_factory=dict)
     # Seeders: keep blobs here for good; the cache (cache_size) sits in front.
     # None: the cache is all there is, and evicted blobs come from the origin.
     storage: StorageConfig | None = None
+    manhole: ManholeConfig | None = None  # None: no manhole
 
 
 class ConfigError(ValueError):

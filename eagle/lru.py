@@ -29,6 +29,9 @@ class LRUAccounting:
         self._sizes[key] = size
         self.total += size
 
+    def size(self, key: str) -> int:
+        return self._sizes[key]
+
     def remove(self, key: str) -> None:
         self.total -= self._sizes.pop(key, 0)
 

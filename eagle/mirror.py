@@ -337,6 +337,14 @@ class Mirror:
             await send_body(request, transfer, first, last)
         finally:
             self.blobs.cache.unpin(ref.hex)
+        self.log.info(
+            "served {digest} ({length} bytes, {source}) to {client}",
+            digest=str(ref.digest),
+            length=last - first + 1,
+            source=transfer.source,
+            client=request.getClientAddress().host,
+            repository=ref.repository,
+        )
         return None
 
 

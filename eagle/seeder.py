@@ -63,7 +63,7 @@ class Seeder:
         finally:
             cache.unpin(hex_)
         cache.save_torrent(hex_, data)
-        self.log.info("made torrent of sha256:{hex}", hex=hex_)
+        self.log.info("made torrent of {digest}", digest="sha256:" + hex_)
         return data
 
 

@@ -7,6 +7,7 @@ queue on the reactor thread, so there is neither polling nor blocking.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import libtorrent as lt
 from twisted.application.service import Service
@@ -79,6 +80,17 @@ def session_settings(listen: str, peer_id: str, overrides: dict) -> dict:
     return settings
 
 
+def blob_trackers(trackers: list[str], hex_: str, size: int) -> list[str]:
+    """Announce URLs for one blob's swarm, naming the blob, so that trackers can
+    show and log which blob a swarm (an infohash to them) is."""
+    extra = urlencode({"digest": "sha256:" + hex_, "size": size})
+    return [url + ("&" if "?" in url else "?") + extra for url in trackers]
+
+
+def _digest(torrent) -> str | None:
+    return "sha256:" + torrent.blob if torrent is not None else None
+
+
 @dataclass
 class _Torrent:
     handle: object
@@ -121,6 +133,7 @@ class Swarm(Service):
         self.trackers = list(trackers)
         self._torrents: dict[str, _Torrent] = {}
         self.session = None
+        self._payload = {"download": 0, "upload": 0}
 
     def startService(self):
         super().startService()
@@ -140,6 +153,10 @@ class Swarm(Service):
         super().stopService()
         session, self.session = self.session, None
         if session is not None:
+            # Known shortcoming: set_alert_notify waits for libtorrent's alert
+            # lock while holding the GIL; if libtorrent's thread is calling
+            # _notify at that moment (it holds that lock and wants the GIL), both
+            # wait forever. Seen when stopping a session just after its start.
             session.set_alert_notify(lambda: None)
             session.pause()
             for torrent in self._torrents.values():
@@ -245,7 +262,9 @@ class Swarm(Service):
 
     def _error(self, alert) -> None:
         torrent = self._torrent_of(alert)
-        self.log.warn("swarm error: {message}", message=alert.message())
+        self.log.warn(
+            "swarm error: {message}", message=alert.message(), digest=_digest(torrent)
+        )
         if torrent and torrent.on_error:
             torrent.on_error(alert.message())
 
@@ -283,7 +302,7 @@ class Swarm(Service):
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(lt.bdecode(metainfo.data))
         params.save_path = directory
-        params.trackers = self.trackers
+        params.trackers = blob_trackers(self.trackers, params.ti.name(), metainfo.size)
         params.tracker_tiers = [0] * len(self.trackers)
         # No peer exchange either: peers come from our trackers only, which
         # decide who meets whom (nearest first, zones through gateways).
@@ -292,6 +311,12 @@ class Swarm(Service):
             handle=self.session.add_torrent(params), blob=params.ti.name()
         )
         self._torrents[metainfo.infohash] = torrent
+        self.log.info(
+            "joined swarm {infohash} of {digest} to {action}",
+            infohash=metainfo.infohash[:40],  # as trackers see it (20 bytes)
+            digest=_digest(torrent),
+            action="seed" if flags & lt.torrent_flags.seed_mode else "download",
+        )
         return torrent
 
     def seed(self, metainfo: Metainfo, directory: str) -> None:
@@ -372,3 +397,39 @@ class Swarm(Service):
         """Payload bytes received for a torrent, by the kind of peer that sent them."""
         torrent = self._torrents.get(infohash)
         return dict(torrent.received) if torrent else {"seeder": 0, "peer": 0}
+
+    def status(self) -> list[dict]:
+        """Each blob in the session: state, progress, peers and rates, for
+        status pages and metrics."""
+        blobs = []
+        for infohash, torrent in list(self._torrents.items()):
+            status = torrent.handle.status()
+            blobs.append(
+                {
+                    "digest": "sha256:" + torrent.blob,
+                    "infohash": infohash[:40],
+                    "state": "seeding" if status.is_seeding else "downloading",
+                    "progress": status.progress,
+                    "peers": status.num_peers,
+                    "download_rate": status.download_payload_rate,
+                    "upload_rate": status.upload_payload_rate,
+                }
+            )
+        return blobs
+
+    def payload_totals(self) -> dict[str, int]:
+        """Blob bytes this session moved since it started, by direction, as of
+        the last stats libtorrent posted; asks for fresh ones for the next call.
+
+        Not session.status(): it waits for libtorrent's thread while holding the
+        GIL, which that thread may be waiting for to call us (deadlock, seen)."""
+        if self.session is not None:
+            self.session.post_session_stats()
+        return dict(self._payload)
+
+    def _on_session_stats_alert(self, alert) -> None:
+        values = alert.values
+        self._payload = {
+            "download": values.get("net.recv_payload_bytes", 0),
+            "upload": values.get("net.sent_payload_bytes", 0),
+        }

@@ -6,6 +6,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from eagle import errors
+from eagle.metrics import MetricsResource
 
 
 class _Root(Resource):
@@ -31,6 +32,12 @@ class _LimitedRequest(Request):
 
     _received = 0
     log = Logger()
+
+    def process(self):
+        metrics = getattr(self.channel.site, "metrics", None)
+        if metrics is not None:
+            metrics.watch(self)
+        super().process()
 
     def gotLength(self, length):
         if length is not None and length > MAX_BODY:
@@ -104,12 +111,17 @@ class _RefuseTLS(ProtocolWrapper):
         super().dataReceived(data)
 
 
-def site(children: dict[bytes, Resource] | None = None, root=None):
+def site(children: dict[bytes, Resource] | None = None, root=None, metrics=None):
+    """The daemon's HTTP site; with ``metrics`` (eagle.metrics.Metrics), every
+    request is observed and the metrics are served at ``/metrics``."""
     if root is None:
         root = _Root()
+        if metrics is not None:
+            root.putChild(b"metrics", MetricsResource(metrics))
         for name, child in (children or {}).items():
             root.putChild(name, child)
     site = _QuietSite(root)
+    site.metrics = metrics
     site.requestFactory = _LimitedRequest
     site.displayTracebacks = False
     return WrappingFactory.forProtocol(_RefuseTLS, site)

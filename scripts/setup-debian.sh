@@ -7,7 +7,8 @@
 set -eu
 
 PACKAGES="docker-registry skopeo podman docker.io containerd redis-server opentracker wrk curl
-redis-sentinel debootstrap iproute2 supervisor python3-venv"
+redis-sentinel debootstrap iproute2 supervisor python3-venv openssh-client
+systemd chromium"
 
 cd "$(dirname "$0")/.."
 

@@ -25,7 +25,13 @@ def get_json(url: str, timeout: float = 5) -> dict:
 
 
 class Daemon(Service):
-    """One Eagle daemon: ``twist eagle-<kind> --config <state_dir>/<name>.yaml``."""
+    """One Eagle daemon: ``twist eagle-<kind> --config <state_dir>/<name>.yaml``.
+
+    Logs are text in ``<name>.log``, or with ``json_logs`` whatever twist writes to
+    a standard output that is not a terminal (JSON) in the service's log file.
+    """
+
+    json_logs = False
 
     def __init__(self, state_dir, kind: str, name: str, config: dict, port: int):
         self.name = name
@@ -38,10 +44,13 @@ class Daemon(Service):
 
     def argv(self) -> list[str]:
         twist = Path(sys.executable).with_name("twist")
-        return [
-            str(twist),
+        logging = [
             "--log-format=text",
             f"--log-file={self.state_dir / (self.name + '.log')}",
+        ]
+        return [
+            str(twist),
+            *([] if self.json_logs else logging),
             f"eagle-{self.kind}",
             f"--config={self.config_path}",
         ]

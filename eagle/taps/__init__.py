@@ -20,13 +20,16 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from eagle import config
+from eagle import config, manhole
+from eagle.admin import AdminAPI
 from eagle.auth import Credentials
 from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
+from eagle.metrics import Metrics
 from eagle.mirror import Mirror
 from eagle.preheat import PreheatAPI, Warmer
 from eagle.seeder import Seeder, SeederAPI, StoredSource
+from eagle.status import History, node_page
 from eagle.storage import Storage
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
 from eagle.tls import RegistryTLSPolicy, load_ca
@@ -48,6 +51,9 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["config"]:
             raise usage.UsageError("--config is required")
+
+
+SAMPLE_EVERY = 5  # seconds between samples for the status page's plot
 
 
 def _reactor():
@@ -191,13 +197,20 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             super_seeding=cfg.super_seeding and role == "seeder",
         )
         swarm.setServiceParent(top)
+    metrics = Metrics()
+
+    def evicted(hex_: str) -> None:
+        metrics.evictions.inc()
+        if swarm is not None:
+            swarm.remove_blob(hex_)
+
     # A blob that peers are downloading from us stays until they leave; seeding
     # stops when a blob is evicted. What stayed over the limit goes at the next
     # cache change or sweep.
     cache = BlobCache(
         cfg.data_dir,
         cfg.cache_size,
-        on_evict=swarm.remove_blob if swarm else lambda hex_: None,
+        on_evict=evicted,
         in_use=swarm.uploading if swarm else lambda hex_: False,
     )
     TimerService(EVICTION_SWEEP, cache.evict).setServiceParent(top)
@@ -232,7 +245,9 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             cfg.stream_window,
         )
     blobs = Blobs(cache, source)
+    blobs.metrics = http_source.metrics = source.metrics = metrics
     mirror = Mirror(_upstreams(cfg), blobs, http, reactor, credentials)
+    metrics.watch_node(traffic, mirror, cache, swarm)
 
     def stats():
         return {
@@ -240,11 +255,32 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             "received": dict(traffic.received),
             "served": mirror.served,
             "cache": {"blobs": len(cache.lru), "bytes": cache.lru.total},
-            "bittorrent_port": swarm.listen_port if swarm and swarm.running else None,
+            "bittorrent_port": swarm.listen_port if running() else None,
+            "swarms": swarm.status() if running() else [],
         }
 
-    children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
-    return _Node(top, swarm, blobs, mirror, children, reactor, stored)
+    def running() -> bool:
+        return swarm is not None and swarm.session is not None
+
+    history = History()
+
+    def sample():
+        """Byte counts for the status page's throughput plot."""
+        sent = ("eagle_http_sent_bytes_total", {"route": "blobs"})
+        totals = {"HTTP out": metrics.registry.get_sample_value(*sent) or 0}
+        if running():
+            payload = swarm.payload_totals()
+            totals["swarm in"] = payload["download"]
+            totals["swarm out"] = payload["upload"]
+        history.add(reactor.seconds(), totals)
+
+    TimerService(SAMPLE_EVERY, sample).setServiceParent(top)
+    children = {
+        b"v2": mirror.resource(),
+        b"eagle": _status_tree(stats, history),
+        b"admin": AdminAPI(cache, cfg.admin_token).resource(),
+    }
+    return _Node(top, swarm, blobs, mirror, children, reactor, metrics, stored)
 
 
 @dataclass
@@ -257,11 +293,25 @@ class _Node:
     mirror: Mirror
     children: dict[bytes, Resource]  # the HTTP site's top-level resources
     reactor: object
+    metrics: Metrics
     stored: StoredSource | None = None  # a seeder's storage, when it has one
 
-    def serve(self, listen: str) -> MultiService:
-        """Add the HTTP site, and seed the cache once running; the finished tree."""
-        strports.service(listen, site(self.children)).setServiceParent(self.services)
+    def serve(self, listen: str, manhole_cfg=None) -> MultiService:
+        """Add the HTTP site (and the manhole), and seed the cache once running;
+        the finished tree."""
+        http = site(self.children, metrics=self.metrics)
+        strports.service(listen, http).setServiceParent(self.services)
+        if manhole_cfg is not None:
+            names = {
+                "node": self,
+                "swarm": self.swarm,
+                "blobs": self.blobs,
+                "cache": self.blobs.cache,
+                "mirror": self.mirror,
+                "metrics": self.metrics,
+                "reactor": self.reactor,
+            }
+            manhole.service(manhole_cfg, names).setServiceParent(self.services)
         if self.swarm is not None:
             self.reactor.callWhenRunning(_seed_cache, self.swarm, self.blobs.cache)
         if self.stored is not None:
@@ -271,10 +321,25 @@ class _Node:
         return self.services
 
 
-def _status_tree(stats) -> Resource:
+def _status_tree(stats, history: History) -> Resource:
     tree = Resource()
     tree.putChild(b"stats", _StatusResource(stats))
+    tree.putChild(b"status", _StatusPage(lambda: node_page(stats(), history)))
     return tree
+
+
+class _StatusPage(Resource):
+    """``/eagle/status``: the daemon's status page."""
+
+    isLeaf = True
+
+    def __init__(self, render):
+        super().__init__()
+        self._render = render
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return self._render()
 
 
 def _peer_store(cfg: config.TrackerConfig, reactor):
@@ -308,12 +373,22 @@ def make_tracker(options) -> MultiService:
     cfg = config.load(options["config"], config.TrackerConfig)
     reactor = _reactor()
     store = _peer_store(cfg, reactor)
-    tracker = Tracker(store, interval=cfg.interval, announce_token=cfg.announce_token)
-    top = MultiService()
-    strports.service(cfg.listen, site(root=tracker.app.resource())).setServiceParent(
-        top
+    metrics = Metrics()
+    tracker = Tracker(
+        store,
+        interval=cfg.interval,
+        announce_token=cfg.announce_token,
+        clock=reactor,
+        metrics=metrics,
     )
+    metrics.watch_tracker(tracker)
+    top = MultiService()
+    http = site(root=tracker.app.resource(), metrics=metrics)
+    strports.service(cfg.listen, http).setServiceParent(top)
     purge_service(store, cfg.interval).setServiceParent(top)
+    if cfg.manhole is not None:
+        names = {"tracker": tracker, "store": store, "metrics": metrics}
+        manhole.service(cfg.manhole, names).setServiceParent(top)
     return top
 
 
@@ -326,12 +401,12 @@ def make_seeder(options) -> MultiService:
     node.children[b"torrents"] = SeederAPI(seeder, node.mirror).resource()
     warmer = Warmer(seeder, node.mirror.http, node.reactor, node.mirror.credentials)
     node.children[b"preheat"] = PreheatAPI(warmer, node.mirror.upstreams).resource()
-    return node.serve(cfg.listen)
+    return node.serve(cfg.listen, cfg.manhole)
 
 
 def _make_node(options, role: str) -> MultiService:
     cfg = config.load(options["config"], config.NodeConfig)
-    return _node(cfg, role).serve(cfg.listen)
+    return _node(cfg, role).serve(cfg.listen, cfg.manhole)
 
 
 def _seed_cache(swarm: Swarm, cache: BlobCache) -> None:

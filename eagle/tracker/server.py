@@ -12,8 +12,11 @@ from klein import Klein
 from twisted.application.internet import TimerService
 from twisted.logger import Logger
 
+from eagle.metrics import DETACHED, MetricsResource
+from eagle.status import tracker_page
 from eagle.tracker.peers import LEVELS, Peer, order_peers
 from eagle.tracker.store import IPeerStore, StoreUnavailable
+from eagle.tracker.view import SwarmView, WallClock, details
 
 MAX_NUMWANT = 200
 DEFAULT_NUMWANT = 50
@@ -100,8 +103,12 @@ class Tracker:
         interval: int = 15,
         rng=None,
         announce_token: str | None = None,
+        clock=None,
+        metrics=DETACHED,
     ):
         self.store = store
+        self.metrics = metrics
+        self.swarms = SwarmView(clock or WallClock(), 3 * interval)
         self.interval = interval
         self.rng = rng or random.Random()
         self.announce_token = announce_token
@@ -131,18 +138,24 @@ class Tracker:
                 request.args, request.getClientAddress().host
             )
         except AnnounceError as e:
+            self.metrics.announces_refused.labels("malformed").inc()
             return self._reply(request, {"failure reason": str(e)})
         if not self._authorized(request):
+            self.metrics.announces_refused.labels("token").inc()
             return self._reply(request, {"failure reason": "announce token required"})
         self.announces += 1
+        self.metrics.announces.labels(event or "update").inc()
         try:
             if event == "stopped":
                 await self.store.leave(infohash, peer)
+                self._heard(infohash, peer, event, request.args)
                 return self._reply(request, {"interval": self.interval, "peers": b""})
             swarm = await self.store.announce(infohash, peer, self.peer_ttl)
+            self._heard(infohash, peer, event, request.args)
         except StoreUnavailable as e:
             # Not a 200: libtorrent then moves on to the next tracker at once.
             self.failures += 1
+            self.metrics.announces_refused.labels("store").inc()
             self.log.warn("peer store unavailable: {reason}", reason=str(e))
             request.setResponseCode(503)
             return self._reply(request, {"failure reason": "peer store unavailable"})
@@ -160,6 +173,29 @@ class Tracker:
                 "peers6": peers6,
             },
         )
+
+    def _heard(self, infohash: bytes, peer: Peer, event: str, args: dict) -> None:
+        """Note an accepted announce for the status page; log a peer's arrival,
+        completion and departure (periodic announces only count)."""
+        about = details(args)
+        self.swarms.announced(
+            infohash,
+            peer.key,
+            seeder=peer.seeder,
+            labels=peer.labels,
+            event=event,
+            **about,
+        )
+        if event in ("started", "completed", "stopped"):
+            self.log.info(
+                "{kind} {address} {event} swarm {infohash} of {digest}",
+                kind="seeder" if peer.seeder else "agent",
+                address=f"{peer.ip}:{peer.port}",
+                event=event,
+                infohash=infohash.hex(),
+                digest=about["digest"],
+                left=about["left"],
+            )
 
     @app.route("/scrape", methods=["GET"])
     async def scrape(self, request):
@@ -185,8 +221,27 @@ class Tracker:
     @app.route("/eagle/stats", methods=["GET"])
     def status(self, request):
         request.setHeader(b"Content-Type", b"application/json")
-        stats = {"announces": self.announces, "store_failures": self.failures}
+        stats = {
+            "role": "tracker",
+            "announces": self.announces,
+            "store_failures": self.failures,
+            **self.swarms.snapshot(),
+        }
         return json.dumps(stats).encode()
+
+    @app.route("/eagle/status", methods=["GET"])
+    def status_page(self, request):
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        stats = {
+            "announces": self.announces,
+            "store_failures": self.failures,
+            **self.swarms.snapshot(),
+        }
+        return tracker_page(stats)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics_page(self, request):
+        return MetricsResource(self.metrics)
 
 
 def purge_service(store: IPeerStore, interval: float) -> TimerService:
