@@ -140,7 +140,14 @@ class Metrics:
             self.responses.labels(kind, code or str(request.code)).inc()
             self.sent.labels(kind).inc(request.sentLength)
 
-        request.notifyFinish().addCallbacks(done, done, errbackArgs=("aborted",))
+        def gone(failure):
+            # A client may hang up once it has read every byte it was promised,
+            # before a streamed answer ends on our side: that one was answered.
+            length = request.responseHeaders.getRawHeaders(b"content-length", [None])
+            whole = length[0] is not None and request.sentLength >= int(length[0])
+            done(None, None if whole else "aborted")
+
+        request.notifyFinish().addCallbacks(done, gone)
 
     def watch_node(self, traffic, mirror, cache, swarm=None) -> None:
         """Read what an agent, proxy or seeder counts anyway at each scrape."""

@@ -1,8 +1,11 @@
 """This host's place in the blobs' swarms: one libtorrent session, bridged to Twisted.
 
-libtorrent runs its own threads and queues alerts. It tells us when the queue stops
-being empty (``set_alert_notify``, called on a libtorrent thread), and we drain the
-queue on the reactor thread, so there is neither polling nor blocking.
+libtorrent runs its own threads and queues alerts; the reactor drains the queue
+every ``DRAIN_EVERY`` seconds. libtorrent could call us when the queue stops being
+empty (``set_alert_notify``), but that call comes on libtorrent's thread holding
+its alert lock and wanting the GIL, while the reactor thread may hold the GIL and
+want that lock (the session's destructor, which resets the notification, does):
+daemons hung on SIGTERM that way. Polling an empty queue costs next to nothing.
 """
 
 from collections.abc import Callable
@@ -12,6 +15,7 @@ from urllib.parse import urlencode
 import libtorrent as lt
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from eagle.torrent import Metainfo
@@ -31,6 +35,9 @@ ALERTS = (
     | lt.alert_category.peer
 )
 BLOCK = 16 * 1024
+# How often the reactor takes libtorrent's alerts: often enough that a piece
+# reaches a waiting client without noticeable delay.
+DRAIN_EVERY = 0.02
 
 
 def session_settings(listen: str, peer_id: str, overrides: dict) -> dict:
@@ -145,7 +152,9 @@ class Swarm(Service):
         everyone.add_rule("0.0.0.0", "255.255.255.255", global_class)
         everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", global_class)
         self.session.set_peer_class_filter(everyone)
-        self.session.set_alert_notify(self._notify)
+        self._drainer = LoopingCall(self._drain)
+        self._drainer.clock = self._reactor
+        self._drainer.start(DRAIN_EVERY, now=False)
         listen = self._settings["listen_interfaces"]
         self.log.info("swarm session listening on {listen}", listen=listen)
 
@@ -153,11 +162,7 @@ class Swarm(Service):
         super().stopService()
         session, self.session = self.session, None
         if session is not None:
-            # Known shortcoming: set_alert_notify waits for libtorrent's alert
-            # lock while holding the GIL; if libtorrent's thread is calling
-            # _notify at that moment (it holds that lock and wants the GIL), both
-            # wait forever. Seen when stopping a session just after its start.
-            session.set_alert_notify(lambda: None)
+            self._drainer.stop()
             session.pause()
             for torrent in self._torrents.values():
                 session.remove_torrent(torrent.handle)
@@ -166,10 +171,6 @@ class Swarm(Service):
     @property
     def listen_port(self) -> int:
         return self.session.listen_port()
-
-    def _notify(self) -> None:
-        # Runs on a libtorrent thread: hand over to the reactor and return at once.
-        self._reactor.callFromThread(self._drain)
 
     def _drain(self) -> None:
         if self.session is None:
@@ -421,8 +422,8 @@ class Swarm(Service):
         """Blob bytes this session moved since it started, by direction, as of
         the last stats libtorrent posted; asks for fresh ones for the next call.
 
-        Not session.status(): it waits for libtorrent's thread while holding the
-        GIL, which that thread may be waiting for to call us (deadlock, seen)."""
+        Not session.status(), which blocks the reactor until libtorrent's thread
+        answers."""
         if self.session is not None:
             self.session.post_session_stats()
         return dict(self._payload)
