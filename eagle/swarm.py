@@ -155,8 +155,6 @@ class Swarm(Service):
         self._drainer = LoopingCall(self._drain)
         self._drainer.clock = self._reactor
         self._drainer.start(DRAIN_EVERY, now=False)
-        listen = self._settings["listen_interfaces"]
-        self.log.info("swarm session listening on {listen}", listen=listen)
 
     def stopService(self):
         super().stopService()
@@ -280,6 +278,19 @@ class Swarm(Service):
         if torrent and torrent.moved:
             moved, torrent.moved = torrent.moved, None
             moved.errback(OSError(alert.message()))
+
+    # Where the session really listens: libtorrent takes the next port when the
+    # configured one is taken, and peers learn the real one from announces.
+    def _on_listen_succeeded_alert(self, alert) -> None:
+        if alert.socket_type == lt.socket_type_t.tcp:
+            self.log.info(
+                "swarm session listening on {address}:{port}",
+                address=alert.address,
+                port=alert.port,
+            )
+
+    def _on_listen_failed_alert(self, alert) -> None:
+        self.log.warn("swarm session cannot listen: {message}", message=alert.message())
 
     def _on_alerts_dropped_alert(self, alert) -> None:
         self.log.warn("libtorrent dropped alerts: byte counts are now short")
