@@ -183,8 +183,9 @@ class NodeConfig:
     # A swarm download that gets no piece for this long is finished over HTTP.
     swarm_timeout: float = 30
     # Pieces just past what a client has, asked for first so that it streams
-    # (0: pure rarest-first, which spreads pieces best but streams late).
-    stream_window: int = 8
+    # (0: pure rarest-first, which spreads pieces best but streams late; more:
+    # the seeder sends the same pieces to several hosts).
+    stream_window: int = 2
     tracker_token: str | None = None  # the trackers' announce_token
     # Seeders: offer each piece to one peer at a time until others have it
     # (BEP 16), so that peers trade pieces instead of the seeder sending twice.
