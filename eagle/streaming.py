@@ -64,7 +64,7 @@ async def send_body(request, transfer: Transfer, first: int, last: int) -> None:
                     f.close()
                 opened, f = await _open(transfer)
                 f.seek(position)
-            end = min(transfer.available, last + 1)
+            end = min(transfer.readable, last + 1)
             while position < end and not pace.stopped:
                 data = f.read(min(CHUNK, end - position))
                 if not data:

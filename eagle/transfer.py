@@ -54,6 +54,15 @@ class Transfer:
     def ended(self) -> bool:
         return self.verified or self.failure is not None
 
+    @property
+    def readable(self) -> int:
+        """What readers may send on: all that is in the file but the last byte
+        until the digest has matched, so that no client holds a whole blob, and
+        takes it for good, before it is verified (and counted, and logged)."""
+        if self.verified:
+            return self.size
+        return min(self.available, max(self.size - 1, 0))
+
     def advance(self, available: int) -> None:
         """Record that the first ``available`` bytes are in the file."""
         if available <= self.available:
@@ -61,8 +70,8 @@ class Transfer:
         self.available = min(available, self.size)
         waiting, self._waiters = self._waiters, []
         for offset, d in waiting:
-            if self.available > offset:
-                d.callback(self.available)
+            if self.readable > offset:
+                d.callback(self.readable)
             else:
                 self._waiters.append((offset, d))
 
@@ -80,13 +89,13 @@ class Transfer:
         self._release()
 
     def wait(self, offset: int) -> Deferred:
-        """Fire with the available length once more than ``offset`` bytes are there,
-        or once the transfer ended; fail if it failed."""
+        """Fire with the readable length once more than ``offset`` bytes may be
+        read, or once the transfer ended; fail if it failed."""
         if self.failure is not None:
             return _failed(self.failure)
-        if self.available > offset or self.verified:
+        if self.readable > offset or self.verified:
             d = Deferred()
-            d.callback(self.available)
+            d.callback(self.readable)
             return d
         d = Deferred()
         self._waiters.append((offset, d))
@@ -101,8 +110,8 @@ class Transfer:
         for offset, d in waiting:
             if self.failure is not None:
                 d.errback(self.failure)
-            elif self.available > offset or self.verified:
-                d.callback(self.available)
+            elif self.readable > offset or self.verified:
+                d.callback(self.readable)
             else:
                 self._waiters.append((offset, d))
 

@@ -77,6 +77,16 @@ class TransferTests(SynchronousTestCase):
     def transfer(self, size: int = 100) -> Transfer:
         return Transfer("sha256:" + "0" * 64, size, "/nonexistent/part", "test")
 
+    def test_last_byte_waits_for_verification(self):
+        """Readers may have all bytes but the last until the digest matched."""
+        transfer = Transfer("sha256:" + "0" * 64, 10, "/nowhere", "origin")
+        transfer.advance(10)
+        self.assertEqual((transfer.available, transfer.readable), (10, 9))
+        d = transfer.wait(9)
+        self.assertNoResult(d)
+        transfer.succeed("/nowhere")
+        self.assertEqual(self.successResultOf(d), 10)
+
     def test_wait_for_bytes(self):
         """A reader waiting past an offset hears when bytes beyond it arrive."""
         transfer = self.transfer()
@@ -195,14 +205,16 @@ class SendBodyTests(SynchronousTestCase):
         return self.channel.transport.written.getvalue().split(b"\r\n\r\n", 1)[-1]
 
     def test_streams_as_bytes_arrive(self):
-        """Bytes go out as they arrive; the response ends only after verification."""
+        """Bytes go out as they arrive, but the last only after verification,
+        when the response ends: no client holds a whole unverified blob."""
         d = self.send()
         self.transfer.advance(40)
         self.assertEqual(self.body(), self.data[:40])
         self.transfer.advance(100)
-        self.assertEqual(self.body(), self.data)
+        self.assertEqual(self.body(), self.data[:99])
         self.assertNoResult(d)
         self.transfer.succeed(self.path)
+        self.assertEqual(self.body(), self.data)
         self.successResultOf(d)
         self.assertIsNone(self.request.producer)
         self.assertEqual(self.aborted, [])
