@@ -32,7 +32,8 @@ ENOUGH_LOCAL = 2
 GATEWAYS = 1
 # Hosts a seeder serves in a swarm: two, so that one slow feeder does not halve
 # how fast the blob enters the swarm, and few, so that each piece leaves the
-# seeder about once.
+# seeder about once. Known shortcoming: feeders are not chosen by speed, so two
+# slow ones hold back the swarm (until hosts fall back to HTTP).
 FEEDERS = 2
 
 
