@@ -36,18 +36,26 @@ def log_of(daemon) -> str:
     return Path(daemon.state_dir / f"{daemon.name}.log").read_text(errors="replace")
 
 
+def start_origin_and_s3(case: LabTestCase, repo: str, bucket: str, size: int):
+    """A real registry holding one random blob of ``size`` bytes in ``repo``, and
+    a moto S3 server with an empty ``bucket``, both on ``case``: sets its
+    ``registry``, ``s3``, ``data``, ``digest`` and ``hex``; returns its tmpdir."""
+    case.need("docker-registry")
+    if moto_server() is None:
+        case.need("moto_server")
+    tmp = case.tmpdir()
+    case.registry = case.start(Registry(tmp / "registry"))
+    case.s3 = case.start(S3Server(tmp / "s3"))
+    case.s3.create_bucket(bucket)
+    case.data = os.urandom(size)
+    case.digest = case.registry.push_blob(repo, case.data)
+    case.hex = case.digest.partition(":")[2]
+    return tmp
+
+
 class SharedStorageTests(LabTestCase):
     def setUp(self):
-        self.need("docker-registry")
-        if moto_server() is None:
-            self.need("moto_server")
-        tmp = self.tmpdir()
-        self.registry = self.start(Registry(tmp / "registry"))
-        self.s3 = self.start(S3Server(tmp / "s3"))
-        self.s3.create_bucket(BUCKET)
-        self.data = os.urandom(12 * MiB)
-        self.digest = self.registry.push_blob(REPO, self.data)
-        self.hex = self.digest.partition(":")[2]
+        tmp = start_origin_and_s3(self, REPO, BUCKET, 12 * MiB)
         self.cluster = self.start(
             Cluster(
                 tmp / "cluster",

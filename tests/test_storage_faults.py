@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 from eagle.lab.cluster import Cluster
-from eagle.lab.registry import Registry
-from eagle.lab.s3 import S3Server, moto_server
 from tests.test_lab import LabTestCase
 from tests.test_mirror import TIMEOUT
 from tests.test_seeder import get
+from tests.test_seeders import start_origin_and_s3
 
 MiB = 1 << 20
 REPO = "eagle/faults"
@@ -22,16 +21,7 @@ BUCKET = "eagle-faults"
 
 class StorageFaultTests(LabTestCase):
     def setUp(self):
-        self.need("docker-registry")
-        if moto_server() is None:
-            self.need("moto_server")
-        tmp = self.tmpdir()
-        self.registry = self.start(Registry(tmp / "registry"))
-        self.s3 = self.start(S3Server(tmp / "s3"))
-        self.s3.create_bucket(BUCKET)
-        self.data = os.urandom(6 * MiB)
-        self.digest = self.registry.push_blob(REPO, self.data)
-        self.hex = self.digest.partition(":")[2]
+        tmp = start_origin_and_s3(self, REPO, BUCKET, 6 * MiB)
         self.cluster = self.start(
             Cluster(
                 tmp / "cluster",
