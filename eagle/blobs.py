@@ -105,6 +105,8 @@ class Traffic:
 
     def __init__(self):
         self.received = Counter()
+        # Bytes of swarm downloads found on disk from before a restart.
+        self.resumed = 0
 
     def add(self, source: str, count: int) -> None:
         self.received[source] += count
@@ -375,7 +377,7 @@ class _SwarmDownload:
         self.ref = ref
         self.metainfo = metainfo
         cache.reserve(metainfo.size)
-        path = os.path.join(cache.incoming, ref.hex)
+        path = cache.partial_path(ref.hex)
         self.transfer = Transfer(str(ref.digest), metainfo.size, path, "swarm")
         self.progress = PieceProgress(metainfo.size, metainfo.piece_length)
         self.hasher = _PrefixHasher(path)
@@ -388,13 +390,48 @@ class _SwarmDownload:
         self.timer = reactor.callLater(self.stall_timeout, self._stalled)
         self.swarm.download(
             metainfo,
-            cache.incoming,
+            cache.partial,
             self._piece,
             self._finished,
             self._fall_back,
             on_ban=self._banned,
+            resume_data=cache.load_resume(ref.hex),
+            on_checked=self._checked,
+            on_resume_data=self._save_resume,
         )
         self._hurry()
+
+    # A download that an earlier run of the agent began (and saved resume data
+    # for, or left a file that libtorrent's hash check accepts) goes on from
+    # the pieces it had; they were not received now, and count as resumed.
+
+    def _checked(self, pieces: list[int]) -> None:
+        if self.over_http or self.transfer.ended:
+            return
+        for piece in pieces:
+            self.progress.add(piece)
+        length, size = self.metainfo.piece_length, self.metainfo.size
+        resumed = sum(min(length, size - p * length) for p in pieces)
+        self.source.http_source.traffic.resumed += resumed
+        self.log.info(
+            "resuming the swarm download of {digest}: {bytes} of {size} bytes there",
+            digest=str(self.ref.digest),
+            bytes=resumed,
+            size=self.metainfo.size,
+        )
+        self._piece(-1)
+
+    def _save_resume(self, data: bytes) -> None:
+        if self.over_http or self.transfer.ended:
+            return
+        try:
+            self.cache.save_resume(self.ref.hex, data)
+        except OSError as e:
+            self.log.warn(
+                "cannot keep resume data of {digest}: {why}",
+                digest=str(self.ref.digest),
+                why=str(e),
+            )
 
     # Clients read the blob from its start, but rarest-first piece picking fills
     # it in any order. Keeping deadlines on a window of pieces just past the
@@ -463,6 +500,7 @@ class _SwarmDownload:
         if self.hasher.hexdigest() != ref.hex:
             raise ValueError("the swarm's blob does not match its digest")
         await self.swarm.move(self.metainfo.infohash, cache.blobs)
+        cache.drop_partial(ref.hex)
         cache.save_torrent(ref.hex, self.metainfo.data)
         cache.committed_in_place(ref.hex)
         received = self._count_swarm_bytes()
@@ -505,8 +543,10 @@ class _SwarmDownload:
             _copy_prefix(old, new, offset)
         except OSError as e:
             self.swarm.remove(self.metainfo.infohash, delete_files=True)
+            self.cache.drop_partial(self.ref.hex)
             return self.transfer.fail(e)
         self.swarm.remove(self.metainfo.infohash, delete_files=True)
+        self.cache.drop_partial(self.ref.hex)
         self.transfer.path = new
         sha256 = hashlib.sha256() if restart else self.hasher.sha256
         Deferred.fromCoroutine(

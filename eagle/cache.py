@@ -4,11 +4,15 @@ Layout under the cache directory::
 
     blobs/<sha256 hex>      verified blobs only: a file here is always complete
     torrents/<sha256 hex>   the blob's torrent metainfo, when it has one
-    incoming/               blobs being fetched; emptied at start
+    incoming/               blobs being fetched over HTTP; emptied at start
+    partial/<hex>           a swarm download's file, pieces verified by libtorrent
+    partial/<hex>.resume    its libtorrent resume data: the pieces it has
 
 A blob is stored once, whatever repositories refer to it, since it is keyed by
 digest alone. Files reach ``blobs/`` by an atomic rename after verification, so a
-crash leaves at worst a stray file in ``incoming/``.
+crash leaves at worst a stray file in ``incoming/``, and a partial swarm download
+in ``partial/``, which is never served from there: a later download of the blob
+goes on from it, and only the whole blob, checked against its digest, moves on.
 """
 
 import os
@@ -19,6 +23,9 @@ from collections.abc import Callable
 from twisted.logger import Logger
 
 from eagle.lru import LRUAccounting
+
+# Partial swarm downloads nobody asked for again in this long are dropped.
+PARTIAL_MAX_AGE = 24 * 3600
 
 
 class BlobCache:
@@ -37,19 +44,19 @@ class BlobCache:
         self.blobs = os.path.join(directory, "blobs")
         self.torrents = os.path.join(directory, "torrents")
         self.incoming = os.path.join(directory, "incoming")
+        self.partial = os.path.join(directory, "partial")
         self.lru = LRUAccounting(max_bytes)
         self.on_evict = on_evict
         self.in_use = in_use
-        for path in (self.blobs, self.torrents, self.incoming):
+        for path in (self.blobs, self.torrents, self.incoming, self.partial):
             os.makedirs(path, exist_ok=True)
         self._load()
 
     def _load(self) -> None:
         """Rebuild the accounting from disk, oldest access first."""
-        # FIXME(issue 7): resume partial swarm downloads from libtorrent's resume data
-        # instead of starting them over; until then what was incoming is dropped.
         shutil.rmtree(self.incoming)
         os.makedirs(self.incoming)
+        self._prune_partial()
         entries = []
         for entry in os.scandir(self.blobs):
             if entry.is_file():
@@ -64,6 +71,45 @@ class BlobCache:
             total=self.lru.total,
         )
         self.evict()
+
+    def _prune_partial(self) -> None:
+        """Drop partial downloads left too long, and those of blobs we have.
+
+        Known shortcoming: the partial downloads kept do not count against
+        ``max_bytes`` until they are asked for again (then they are reserved)."""
+        now = time.time()
+        kept = 0
+        for entry in os.scandir(self.partial):
+            hex_ = entry.name.split(".", 1)[0]
+            stale = now - entry.stat().st_mtime > PARTIAL_MAX_AGE
+            if stale or os.path.exists(self.blob_path(hex_)):
+                _remove(entry.path)
+            elif "." not in entry.name:
+                kept += 1
+        if kept:
+            self.log.info("{count} partial swarm downloads kept to resume", count=kept)
+
+    def partial_path(self, hex_: str) -> str:
+        return os.path.join(self.partial, hex_)
+
+    def load_resume(self, hex_: str) -> bytes:
+        """A partial download's resume data; empty when there is none."""
+        try:
+            with open(self.partial_path(hex_) + ".resume", "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def save_resume(self, hex_: str, data: bytes) -> None:
+        path = self.partial_path(hex_) + ".resume"
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+
+    def drop_partial(self, hex_: str) -> None:
+        """Forget a partial download: its resume data, and its file if left."""
+        for suffix in ("", ".resume", ".resume.tmp"):
+            _remove(self.partial_path(hex_) + suffix)
 
     def blob_path(self, hex_: str) -> str:
         return os.path.join(self.blobs, hex_)

@@ -168,6 +168,9 @@ class NodeConfig:
     # Pieces just past what a client has, asked for first so that it streams
     # (0: pure rarest-first, which spreads pieces best but streams late).
     stream_window: int = 8
+    # Seconds between saves of partial swarm downloads' resume data (also saved
+    # at shutdown), from which they go on after a restart; 0: only at shutdown.
+    resume_interval: float = 10
     tracker_token: str | None = None  # the trackers' announce_token
     # Seeders: offer each piece to one peer at a time until others have it
     # (BEP 16), so that peers trade pieces instead of the seeder sending twice.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import libtorrent as lt
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from eagle.torrent import Metainfo
@@ -30,6 +30,8 @@ ALERTS = (
     | lt.alert_category.peer
 )
 BLOCK = 16 * 1024
+# At shutdown, how long to wait for partial downloads' resume data.
+SHUTDOWN_SAVE_TIMEOUT = 5
 
 
 def session_settings(listen: str, peer_id: str, overrides: dict) -> dict:
@@ -87,6 +89,12 @@ class _Torrent:
     on_finished: Callable[[], None] | None = None
     on_error: Callable[[str], None] | None = None
     on_ban: Callable[[], None] | None = None
+    # Pieces found on disk when added (resume data, or libtorrent's hash check).
+    on_checked: Callable[[list[int]], None] | None = None
+    # Until libtorrent has checked what is on disk: None; then those pieces.
+    checked: set | None = None
+    on_resume_data: Callable[[bytes], None] | None = None
+    saved: Deferred | None = None  # the resume data asked for at shutdown
     moved: Deferred | None = None
     piece_length: int = 0
     size: int = 0
@@ -114,8 +122,11 @@ class Swarm(Service):
         trackers: list[str] = (),
         settings: dict | None = None,
         super_seeding: bool = False,
+        resume_interval: float = 10,
     ):
         self.super_seeding = super_seeding
+        self.resume_interval = resume_interval
+        self._resume_timer = None
         self._reactor = reactor
         self._settings = session_settings(listen, peer_id, settings or {})
         self.trackers = list(trackers)
@@ -133,11 +144,38 @@ class Swarm(Service):
         everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", global_class)
         self.session.set_peer_class_filter(everyone)
         self.session.set_alert_notify(self._notify)
+        self._schedule_resume()
         listen = self._settings["listen_interfaces"]
         self.log.info("swarm session listening on {listen}", listen=listen)
 
     def stopService(self):
         super().stopService()
+        if self._resume_timer is not None and self._resume_timer.active():
+            self._resume_timer.cancel()
+        if self.session is None:
+            return None
+        # Partial downloads keep what they have: ask for their resume data and
+        # wait for it (a few seconds at most) before closing the session.
+        saving = [
+            self._save_resume(torrent, Deferred())
+            for torrent in self._torrents.values()
+            if torrent.on_resume_data is not None
+        ]
+        saving = [d for d in saving if d is not None]
+        if not saving:
+            self._close()
+            return None
+        done = DeferredList(saving, consumeErrors=True)
+        timeout = self._reactor.callLater(SHUTDOWN_SAVE_TIMEOUT, done.cancel)
+
+        def close(_):
+            if timeout.active():
+                timeout.cancel()
+            self._close()
+
+        return done.addBoth(close)
+
+    def _close(self) -> None:
         session, self.session = self.session, None
         if session is not None:
             session.set_alert_notify(lambda: None)
@@ -145,6 +183,71 @@ class Swarm(Service):
             for torrent in self._torrents.values():
                 session.remove_torrent(torrent.handle)
             self._torrents.clear()
+
+    # Resume data: every ``resume_interval`` seconds, and at shutdown, each
+    # partial download's resume data (which pieces it has, flushed to its file
+    # first) goes to its owner to keep, so that after a restart, even one after
+    # SIGKILL, the download goes on from those pieces. Pieces written after the
+    # last save are downloaded again; nothing is trusted beyond what libtorrent
+    # reported, and the whole blob's digest is checked at the end in any case.
+
+    def _schedule_resume(self) -> None:
+        if self.resume_interval > 0:
+            self._resume_timer = self._reactor.callLater(
+                self.resume_interval, self._save_all_resume
+            )
+
+    def _save_all_resume(self) -> None:
+        if self.session is None:
+            return
+        for torrent in self._torrents.values():
+            if torrent.on_resume_data is not None and not torrent.finished:
+                if torrent.handle.need_save_resume_data():
+                    self._save_resume(torrent, None)
+        self._schedule_resume()
+
+    def _save_resume(self, torrent: _Torrent, saved: Deferred | None):
+        if torrent.finished:
+            return None
+        if saved is not None:
+            torrent.saved = saved
+        try:
+            torrent.handle.save_resume_data(lt.save_resume_flags_t.flush_disk_cache)
+        except RuntimeError:  # the torrent is already gone
+            return None
+        return saved
+
+    def _on_save_resume_data_alert(self, alert) -> None:
+        torrent = self._torrent_of(alert)
+        if torrent is None:
+            return
+        if torrent.on_resume_data is not None and not torrent.finished:
+            torrent.on_resume_data(lt.write_resume_data_buf(alert.params))
+        self._saved(torrent)
+
+    def _on_save_resume_data_failed_alert(self, alert) -> None:
+        torrent = self._torrent_of(alert)
+        if torrent is not None:
+            self._saved(torrent)
+
+    def _saved(self, torrent: _Torrent) -> None:
+        if torrent.saved is not None:
+            saved, torrent.saved = torrent.saved, None
+            saved.callback(None)
+
+    def _on_torrent_checked_alert(self, alert) -> None:
+        torrent = self._torrent_of(alert)
+        if torrent is None or torrent.on_piece is None or torrent.checked is not None:
+            return
+        pieces = torrent.handle.status(lt.status_flags_t.query_pieces).pieces
+        have = [i for i, done in enumerate(pieces) if done]
+        torrent.checked = set(have)
+        if have and torrent.on_checked:
+            torrent.on_checked(have)
+        if have and len(have) == len(pieces):
+            # Complete already (it was when we crashed): no piece will finish.
+            torrent.finished = True
+            self._flush(torrent)
 
     @property
     def listen_port(self) -> int:
@@ -179,6 +282,10 @@ class Swarm(Service):
     def _on_piece_finished_alert(self, alert) -> None:
         torrent = self._torrent_of(alert)
         if torrent and torrent.on_piece:
+            # libtorrent reports the pieces it finds on disk as finished too;
+            # they come once, with the check, and were not received now.
+            if torrent.checked is None or alert.piece_index in torrent.checked:
+                return
             self._count_piece(torrent, alert.piece_index)
             torrent.unflushed.append(alert.piece_index)
             self._flush(torrent)
@@ -279,8 +386,10 @@ class Swarm(Service):
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
 
-    def _add(self, metainfo: Metainfo, directory: str, flags) -> _Torrent:
-        params = lt.add_torrent_params()
+    def _add(
+        self, metainfo: Metainfo, directory: str, flags, resume_data: bytes = b""
+    ) -> _Torrent:
+        params = _resume_params(resume_data, metainfo) or lt.add_torrent_params()
         params.ti = lt.torrent_info(lt.bdecode(metainfo.data))
         params.save_path = directory
         params.trackers = self.trackers
@@ -313,21 +422,35 @@ class Swarm(Service):
         on_finished: Callable[[], None],
         on_error: Callable[[str], None],
         on_ban: Callable[[], None] | None = None,
+        *,
+        resume_data: bytes = b"",
+        on_checked: Callable[[list[int]], None] | None = None,
+        on_resume_data: Callable[[bytes], None] | None = None,
     ) -> None:
         """Download a blob into ``directory``, reporting each piece once it is in
         the file, the end once every piece is, and each peer banned for data
-        that failed the hash checks."""
-        torrent = self._add(metainfo, directory, lt.torrent_flags.update_subscribe)
+        that failed the hash checks.
+
+        With ``resume_data`` from an earlier ``on_resume_data``, the pieces it
+        lists are taken as there; without it, a file already in ``directory``
+        is hash-checked piece by piece. Either way ``on_checked`` is told the
+        pieces found, before any other piece is reported."""
+        torrent = self._add(
+            metainfo, directory, lt.torrent_flags.update_subscribe, resume_data
+        )
         torrent.piece_length = metainfo.piece_length
         torrent.size = metainfo.size
         torrent.on_piece = on_piece
         torrent.on_finished = on_finished
         torrent.on_error = on_error
         torrent.on_ban = on_ban
+        torrent.on_checked = on_checked
+        torrent.on_resume_data = on_resume_data
 
     def move(self, infohash: str, directory: str) -> Deferred:
         """Move a torrent's file to ``directory``; it keeps seeding from there."""
         torrent = self._torrents[infohash]
+        torrent.on_resume_data = None  # complete: nothing to resume any more
         torrent.moved = Deferred()
         torrent.handle.move_storage(directory, lt.move_flags_t.always_replace_files)
         return torrent.moved
@@ -372,3 +495,16 @@ class Swarm(Service):
         """Payload bytes received for a torrent, by the kind of peer that sent them."""
         torrent = self._torrents.get(infohash)
         return dict(torrent.received) if torrent else {"seeder": 0, "peer": 0}
+
+
+def _resume_params(resume_data: bytes, metainfo: Metainfo):
+    """The add_torrent_params in resume data, if it is this torrent's."""
+    if not resume_data:
+        return None
+    try:
+        params = lt.read_resume_data(resume_data)
+    except Exception:  # unreadable: start from a hash check of the file
+        return None
+    if str(params.info_hashes.v2) != metainfo.infohash:
+        return None
+    return params

@@ -189,6 +189,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             ),
             settings=cfg.libtorrent,
             super_seeding=cfg.super_seeding and role == "seeder",
+            resume_interval=cfg.resume_interval,
         )
         swarm.setServiceParent(top)
     # A blob that peers are downloading from us stays until they leave; seeding
@@ -238,6 +239,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
         return {
             "role": role,
             "received": dict(traffic.received),
+            "resumed": traffic.resumed,
             "served": mirror.served,
             "cache": {"blobs": len(cache.lru), "bytes": cache.lru.total},
             "bittorrent_port": swarm.listen_port if swarm and swarm.running else None,
