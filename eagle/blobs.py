@@ -8,6 +8,7 @@ Sources:
   swarm; what the agent does for blobs big enough to be worth a swarm.
 """
 
+import errno
 import hashlib
 import os
 import secrets
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from eagle import errors
-from eagle.cache import BlobCache
+from eagle.cache import BlobCache, DiskFull
 from eagle.fetch import (
     BadReply,
     BlobBody,
@@ -81,13 +82,24 @@ class Blobs:
         transfer = await self._starting.run(ref.hex, lambda: self._start(ref))
         return transfer
 
+    @property
+    def running(self) -> int:
+        """How many fetches are under way."""
+        return len(self._transfers)
+
     def progress(self, hex_: str) -> int | None:
         """Bytes of a blob fetched so far, if a fetch of it is running."""
         transfer = self._transfers.get(hex_)
         return None if transfer is None else transfer.available
 
     async def _start(self, ref: BlobRef) -> Transfer:
-        transfer = await self.source.start(ref)
+        try:
+            transfer = await self.source.start(ref)
+        except DiskFull as e:
+            self.log.warn(
+                "no room for {digest}: {why}", digest=str(ref.digest), why=str(e)
+            )
+            raise errors.insufficient_storage(e.needed, e.free) from None
         if not transfer.ended:
             self._transfers[ref.hex] = transfer
             self.cache.pin(ref.hex)
@@ -139,7 +151,11 @@ class HTTPSource:
 
     async def start(self, ref: BlobRef) -> Transfer:
         body = await self._request(ref, 0)
-        self.cache.reserve(body.size)
+        try:
+            self.cache.reserve(body.size)
+        except DiskFull:
+            discard(body.response)
+            raise
         path = self.cache.incoming_path(ref.hex, secrets.token_hex(4))
         transfer = Transfer(str(ref.digest), body.size, path, body.source)
         Deferred.fromCoroutine(self._complete(ref, transfer, body, 0, hashlib.sha256()))
@@ -393,7 +409,7 @@ class _SwarmDownload:
             cache.partial,
             self._piece,
             self._finished,
-            self._fall_back,
+            self._swarm_error,
             on_ban=self._banned,
             resume_data=cache.load_resume(ref.hex),
             on_checked=self._checked,
@@ -481,6 +497,26 @@ class _SwarmDownload:
     def _wait(self, seconds: float) -> None:
         self.waiting = seconds
         self.timer.reset(seconds)
+
+    def _swarm_error(self, message: str, no_space: bool) -> None:
+        if not no_space:
+            return self._fall_back(message)
+        # HTTP would write the same bytes to the same full disk: give up, and
+        # free the space for what else is being fetched.
+        if self.over_http or self.transfer.ended:
+            return
+        self.over_http = True  # no more swarm events for this download
+        if self.timer.active():
+            self.timer.cancel()
+        self.hasher.close()
+        self.swarm.remove(self.metainfo.infohash, delete_files=True)
+        self.cache.drop_partial(self.ref.hex)
+        self.log.warn(
+            "swarm download of {digest} failed: disk full ({message})",
+            digest=str(self.ref.digest),
+            message=message,
+        )
+        self.transfer.fail(OSError(errno.ENOSPC, "disk full"))
 
     def _stalled(self) -> None:
         since = " since a peer was banned" if self.banned else ""

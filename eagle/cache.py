@@ -15,6 +15,7 @@ in ``partial/``, which is never served from there: a later download of the blob
 goes on from it, and only the whole blob, checked against its digest, moves on.
 """
 
+import errno
 import os
 import shutil
 import time
@@ -160,9 +161,13 @@ class BlobCache:
 
     def save_torrent(self, hex_: str, data: bytes) -> None:
         tmp = self.incoming_path(hex_, "torrent")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.torrent_path(hex_))
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.torrent_path(hex_))
+        except OSError:
+            _remove(tmp)
+            raise
 
     def load_torrent(self, hex_: str) -> bytes | None:
         try:
@@ -172,8 +177,21 @@ class BlobCache:
             return None
 
     def reserve(self, size: int) -> None:
-        """Make room for ``size`` bytes about to be written."""
+        """Make room for ``size`` bytes about to be written; raise DiskFull if
+        the disk has not that much free space even so.
+
+        Known shortcoming: fetches already under way are not counted, so two at
+        once may each pass and one run out of space part way; that one fails,
+        and its file goes."""
         self.evict(size)
+        free = self.free_bytes()
+        if free < size:
+            raise DiskFull(size, free)
+
+    def free_bytes(self) -> int:
+        """Free space for us on the cache's file system."""
+        st = os.statvfs(self.directory)
+        return st.f_bavail * st.f_frsize
 
     def evict(self, incoming: int = 0) -> None:
         for hex_ in self.lru.victims(incoming, self.in_use):
@@ -185,6 +203,15 @@ class BlobCache:
 
     def list(self) -> list[str]:
         return self.lru.keys()
+
+
+class DiskFull(OSError):
+    """Not enough free disk space for a blob."""
+
+    def __init__(self, needed: int, free: int):
+        super().__init__(errno.ENOSPC, f"{needed} bytes needed, {free} free")
+        self.needed = needed
+        self.free = free
 
 
 def _remove(path: str) -> None:

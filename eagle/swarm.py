@@ -5,6 +5,7 @@ being empty (``set_alert_notify``, called on a libtorrent thread), and we drain 
 queue on the reactor thread, so there is neither polling nor blocking.
 """
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -87,7 +88,7 @@ class _Torrent:
     blob: str  # the digest's hex, which is also the torrent's name
     on_piece: Callable[[int], None] | None = None
     on_finished: Callable[[], None] | None = None
-    on_error: Callable[[str], None] | None = None
+    on_error: Callable[[str, bool], None] | None = None
     on_ban: Callable[[], None] | None = None
     # Pieces found on disk when added (resume data, or libtorrent's hash check).
     on_checked: Callable[[list[int]], None] | None = None
@@ -352,9 +353,11 @@ class Swarm(Service):
 
     def _error(self, alert) -> None:
         torrent = self._torrent_of(alert)
+        if torrent is None or torrent.on_error is None:
+            return  # told already: libtorrent reports each failed write
         self.log.warn("swarm error: {message}", message=alert.message())
-        if torrent and torrent.on_error:
-            torrent.on_error(alert.message())
+        on_error, torrent.on_error = torrent.on_error, None
+        on_error(alert.message(), _no_space(alert))
 
     def _on_storage_moved_alert(self, alert) -> None:
         torrent = self._torrent_of(alert)
@@ -382,6 +385,16 @@ class Swarm(Service):
 
     def _on_tracker_error_alert(self, alert) -> None:
         self.log.debug("tracker error: {message}", message=alert.message())
+
+    def counts(self) -> dict[str, int]:
+        """How many torrents the session holds: seeding, and downloading."""
+        downloading = sum(
+            1 for t in self._torrents.values() if t.on_piece and not t.finished
+        )
+        return {
+            "seeding": len(self._torrents) - downloading,
+            "downloading": downloading,
+        }
 
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
@@ -420,7 +433,7 @@ class Swarm(Service):
         directory: str,
         on_piece: Callable[[int], None],
         on_finished: Callable[[], None],
-        on_error: Callable[[str], None],
+        on_error: Callable[[str, bool], None],
         on_ban: Callable[[], None] | None = None,
         *,
         resume_data: bytes = b"",
@@ -428,8 +441,9 @@ class Swarm(Service):
         on_resume_data: Callable[[bytes], None] | None = None,
     ) -> None:
         """Download a blob into ``directory``, reporting each piece once it is in
-        the file, the end once every piece is, and each peer banned for data
-        that failed the hash checks.
+        the file, the end once every piece is, the first error (and whether
+        the disk is full), and each peer banned for data that failed the hash
+        checks.
 
         With ``resume_data`` from an earlier ``on_resume_data``, the pieces it
         lists are taken as there; without it, a file already in ``directory``
@@ -495,6 +509,12 @@ class Swarm(Service):
         """Payload bytes received for a torrent, by the kind of peer that sent them."""
         torrent = self._torrents.get(infohash)
         return dict(torrent.received) if torrent else {"seeder": 0, "peer": 0}
+
+
+def _no_space(alert) -> bool:
+    """Whether an error alert says the disk is full."""
+    error = getattr(alert, "error", None)
+    return error is not None and error.value() in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _resume_params(resume_data: bytes, metainfo: Metainfo):

@@ -242,6 +242,8 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             "resumed": traffic.resumed,
             "served": mirror.served,
             "cache": {"blobs": len(cache.lru), "bytes": cache.lru.total},
+            "fetching": blobs.running,
+            "torrents": swarm.counts() if swarm and swarm.running else None,
             "bittorrent_port": swarm.listen_port if swarm and swarm.running else None,
         }
 
