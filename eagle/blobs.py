@@ -113,15 +113,30 @@ class Blobs:
 
 
 class Traffic:
-    """Bytes received, by source: origin, seeder (HTTP or swarm) and peer."""
+    """Bytes received, by source: origin, seeder (HTTP or swarm) and peer; and
+    the times a fetch fell back from its first way, by reason:
+
+    - ``no_torrent``: no seeder gave the blob's torrent; HTTP at once
+    - ``stalled``: the swarm gave no piece for ``swarm_timeout`` seconds
+      (trackers down, no peer delivers); ``banned``: the same, shorter, once
+      bans for corrupt data left the download without peers
+    - ``swarm_error``: libtorrent reported an error
+    - ``bad_blob``: the swarm's blob did not match its digest
+    - ``next_seeder``: a seeder stopped sending part way; the next one goes on
+    - ``origin``: no seeder could send the blob over HTTP; the origin did
+    """
 
     def __init__(self):
         self.received = Counter()
+        self.fallbacks = Counter()
         # Bytes of swarm downloads found on disk from before a restart.
         self.resumed = 0
 
     def add(self, source: str, count: int) -> None:
         self.received[source] += count
+
+    def fell_back(self, reason: str) -> None:
+        self.fallbacks[reason] += 1
 
 
 @implementer(IBlobSource)
@@ -207,6 +222,7 @@ class HTTPSource:
                     raise
                 failures.append(f"{seeder}: {e.detail}")
         if failures:
+            self.traffic.fell_back("origin")
             self.log.warn(
                 "no seeder could serve {digest}, fetching from the origin: {why}",
                 digest=str(ref.digest),
@@ -257,6 +273,7 @@ class HTTPSource:
         offset = transfer.available
         self.traffic.add(body.source, offset - start)  # sent before it stopped
         skip = (*skip, body.seeder)
+        self.traffic.fell_back("next_seeder")
         self.log.warn(
             "seeder {seeder} stopped sending {digest} at byte {offset} ({why}); "
             "going on from the next",
@@ -328,6 +345,7 @@ class SwarmSource:
         except errors.RegistryError as e:
             if e.status < 500:
                 raise
+            self.http_source.traffic.fell_back("no_torrent")
             self.log.warn(
                 "no torrent for {digest} ({reason}); falling back to HTTP",
                 digest=str(ref.digest),
@@ -471,7 +489,7 @@ class _SwarmDownload:
         try:
             self.hasher.advance(available)
         except OSError as e:
-            return self._fall_back(str(e))
+            return self._fall_back(str(e), why="swarm_error")
         self.transfer.advance(available)
         self._hurry()
 
@@ -500,7 +518,7 @@ class _SwarmDownload:
 
     def _swarm_error(self, message: str, no_space: bool) -> None:
         if not no_space:
-            return self._fall_back(message)
+            return self._fall_back(message, why="swarm_error")
         # HTTP would write the same bytes to the same full disk: give up, and
         # free the space for what else is being fetched.
         if self.over_http or self.transfer.ended:
@@ -520,14 +538,15 @@ class _SwarmDownload:
 
     def _stalled(self) -> None:
         since = " since a peer was banned" if self.banned else ""
-        self._fall_back(f"no progress for {self.waiting}s{since}")
+        why = "banned" if self.banned else "stalled"
+        self._fall_back(f"no progress for {self.waiting}s{since}", why=why)
 
     def _finished(self) -> None:
         if self.over_http:
             return
         self.timer.cancel()
         Deferred.fromCoroutine(self._commit()).addErrback(
-            lambda f: self._fall_back(f.getErrorMessage(), restart=True)
+            lambda f: self._fall_back(f.getErrorMessage(), True, "bad_blob")
         )
 
     async def _commit(self) -> None:
@@ -556,10 +575,11 @@ class _SwarmDownload:
             self.source.http_source.traffic.add(kind, count)
         return received
 
-    def _fall_back(self, reason: str, restart: bool = False) -> None:
+    def _fall_back(self, reason: str, restart: bool = False, why: str = "") -> None:
         if self.over_http or self.transfer.ended:
             return
         self.over_http = True
+        self.source.http_source.traffic.fell_back(why)
         if self.timer.active():
             self.timer.cancel()
         offset = 0 if restart else self.progress.available
@@ -568,6 +588,7 @@ class _SwarmDownload:
             "from byte {offset}",
             digest=str(self.ref.digest),
             reason=reason,
+            fallback=why,
             offset=offset,
         )
         self._count_swarm_bytes()

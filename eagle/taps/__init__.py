@@ -240,6 +240,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             "role": role,
             "received": dict(traffic.received),
             "resumed": traffic.resumed,
+            "fallbacks": dict(traffic.fallbacks),
             "served": mirror.served,
             "cache": {"blobs": len(cache.lru), "bytes": cache.lru.total},
             "fetching": blobs.running,
