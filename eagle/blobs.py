@@ -154,8 +154,10 @@ class HTTPSource:
         traffic,
         credentials=None,
         seeder_timeout: float = 30,
+        limits=None,
     ):
         self.http = http
+        self.limits = limits  # eagle.ratelimit.HostLimits, if any
         # A seeder that has not answered in this long is skipped for the next.
         self.seeder_timeout = seeder_timeout
         self.reactor = reactor
@@ -250,11 +252,20 @@ class HTTPSource:
     async def _complete(
         self, ref, transfer, body: BlobBody, offset: int, sha256, skip=()
     ):
+        throttle = self.limits.http_fetch() if self.limits else None
         try:
             await receive_blob(
-                self.reactor, body, transfer.path, offset, sha256, transfer.advance
+                self.reactor,
+                body,
+                transfer.path,
+                offset,
+                sha256,
+                transfer.advance,
+                throttle.take if throttle else None,
             )
         except BadReply as e:
+            if throttle:
+                throttle.close()
             if body.seeder is None:
                 return self._failed(transfer, e)
             # The seeder went away or fell silent part way: go on from where it
@@ -262,7 +273,11 @@ class HTTPSource:
             # once, so this ends.
             return await self._next_seeder(ref, transfer, body, offset, sha256, skip, e)
         except Exception as e:
+            if throttle:
+                throttle.close()
             return self._failed(transfer, e)
+        if throttle:
+            throttle.close()
         if sha256.hexdigest() != ref.hex:
             return self._failed(transfer, ValueError("blob does not match its digest"))
         # Bytes dropped because the sender ignored our Range crossed the network too.

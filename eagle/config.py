@@ -176,6 +176,13 @@ class NodeConfig:
     # (BEP 16), so that peers trade pieces instead of the seeder sending twice.
     super_seeding: bool = False
     libtorrent: dict = field(default_factory=dict)
+    # Speed limits for all of the host's traffic, in bytes a second (0: none);
+    # also set at runtime with PUT /eagle/limits. Downloads: the swarm and HTTP
+    # fetches together; uploads: the swarm. blob_*: each blob's own limit.
+    download_limit: ByteSize = ByteSize(0)
+    upload_limit: ByteSize = ByteSize(0)
+    blob_download_limit: ByteSize = ByteSize(0)
+    blob_upload_limit: ByteSize = ByteSize(0)
     # Seeders: keep blobs here for good; the cache (cache_size) sits in front.
     # None: the cache is all there is, and evicted blobs come from the origin.
     storage: StorageConfig | None = None

@@ -72,7 +72,8 @@ async def read_limited(response, limit: int, reactor) -> bytes:
 def receive_body(response, collector, reactor) -> Deferred:
     """Deliver a response body to ``collector`` chunk by chunk; fire when it is
     complete, fail if it is cut short, if the sender stays silent for too long, or
-    if the collector raises (which also drops the connection)."""
+    if the collector raises (which also drops the connection). A collector that
+    returns a number of seconds gets no more data for that long."""
     finished = Deferred()
     response.deliverBody(_BodyReceiver(collector, finished, reactor))
     return finished
@@ -111,9 +112,18 @@ class _BodyReceiver(Protocol):
             return
         self._timer.reset(SILENCE_TIMEOUT)
         try:
-            self._collector(data)
+            delay = self._collector(data)
         except Exception as e:
-            self._fail(e)
+            return self._fail(e)
+        if delay:
+            # Over the speed limit: read nothing until the debt is paid, and
+            # TCP slows the sender down.
+            self.transport.pauseProducing()
+            self._reactor.callLater(delay, self._resume)
+
+    def _resume(self):
+        if not self._finished.called:
+            self.transport.resumeProducing()
 
     def connectionLost(self, reason=connectionDone):
         if self._timer is not None and self._timer.active():
@@ -205,11 +215,12 @@ def _content_range(value: bytes | None) -> tuple[int, int]:
 
 
 async def receive_blob(
-    reactor, body: BlobBody, path: str, offset: int, sha256, advance
+    reactor, body: BlobBody, path: str, offset: int, sha256, advance, throttle=None
 ) -> None:
     """Write a blob's body into ``path`` from ``offset`` on, extending ``sha256``
     and calling ``advance(bytes in the file)`` as it goes. Fails if the body is
-    cut short or longer than the blob."""
+    cut short or longer than the blob. ``throttle(bytes)``, if given, says how
+    long to wait before reading more."""
     position = offset
     skip = body.skip
 
@@ -225,6 +236,7 @@ async def receive_blob(
         sha256.update(data)
         position += len(data)
         advance(position)
+        return throttle(len(data)) if throttle else 0
 
     with open(path, "r+b" if offset else "wb") as f:
         f.seek(offset)

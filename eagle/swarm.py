@@ -128,6 +128,10 @@ class Swarm(Service):
         self.super_seeding = super_seeding
         self.resume_interval = resume_interval
         self._resume_timer = None
+        # Speed limits (bytes/s, 0: none); see set_limits.
+        self._limits = (0, 0, 0, 0)
+        # Told when a download starts or ends, to split the host's budget.
+        self.downloads_changed: Callable[[], None] = lambda: None
         self._reactor = reactor
         self._settings = session_settings(listen, peer_id, settings or {})
         self.trackers = list(trackers)
@@ -145,6 +149,7 @@ class Swarm(Service):
         everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", global_class)
         self.session.set_peer_class_filter(everyone)
         self.session.set_alert_notify(self._notify)
+        self.set_limits(*self._limits)
         self._schedule_resume()
         listen = self._settings["listen_interfaces"]
         self.log.info("swarm session listening on {listen}", listen=listen)
@@ -296,6 +301,7 @@ class Swarm(Service):
         if torrent and torrent.on_finished:
             torrent.finished = True
             self._flush(torrent)
+            self.downloads_changed()
 
     def _flush(self, torrent: _Torrent) -> None:
         if torrent.flushing is None and (torrent.unflushed or torrent.finished):
@@ -396,6 +402,33 @@ class Swarm(Service):
             "downloading": downloading,
         }
 
+    def set_limits(
+        self, download: int, upload: int, blob_download: int, blob_upload: int
+    ) -> None:
+        """Limit the session's peer traffic, and each blob's (bytes/s, 0: none;
+        then what the ``libtorrent`` settings say, if they say anything)."""
+        self._limits = (download, upload, blob_download, blob_upload)
+        if self.session is None:
+            return
+        self.session.apply_settings(
+            {
+                "download_rate_limit": download
+                or self._settings.get("download_rate_limit", 0),
+                "upload_rate_limit": upload
+                or self._settings.get("upload_rate_limit", 0),
+            }
+        )
+        for torrent in self._torrents.values():
+            self._limit(torrent)
+
+    def _limit(self, torrent: _Torrent) -> None:
+        _, _, blob_download, blob_upload = self._limits
+        try:
+            torrent.handle.set_download_limit(blob_download or -1)
+            torrent.handle.set_upload_limit(blob_upload or -1)
+        except RuntimeError:  # the torrent is already gone
+            pass
+
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
 
@@ -414,6 +447,7 @@ class Swarm(Service):
             handle=self.session.add_torrent(params), blob=params.ti.name()
         )
         self._torrents[metainfo.infohash] = torrent
+        self._limit(torrent)
         return torrent
 
     def seed(self, metainfo: Metainfo, directory: str) -> None:
@@ -460,6 +494,7 @@ class Swarm(Service):
         torrent.on_ban = on_ban
         torrent.on_checked = on_checked
         torrent.on_resume_data = on_resume_data
+        self.downloads_changed()
 
     def move(self, infohash: str, directory: str) -> Deferred:
         """Move a torrent's file to ``directory``; it keeps seeding from there."""
@@ -474,6 +509,8 @@ class Swarm(Service):
         if torrent is not None and self.session is not None:
             options = lt.options_t.delete_files if delete_files else 0
             self.session.remove_torrent(torrent.handle, options)
+            if torrent.on_piece and not torrent.finished:
+                self.downloads_changed()
 
     def hurry(self, infohash: str, pieces: list[int], step_ms: int) -> None:
         """Ask for ``pieces`` first, in order: libtorrent requests pieces with a

@@ -1,8 +1,9 @@
 """The daemons, each built from its YAML config as a tree of services, for
 ``twist eagle-tracker|eagle-seeder|eagle-agent|eagle-proxy``."""
 
+import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -26,6 +27,7 @@ from eagle.blobs import Blobs, HTTPSource, SwarmSource, Traffic
 from eagle.cache import BlobCache
 from eagle.mirror import Mirror
 from eagle.preheat import PreheatAPI, Warmer
+from eagle.ratelimit import HostLimits, Limits
 from eagle.seeder import Seeder, SeederAPI, StoredSource
 from eagle.storage import Storage
 from eagle.swarm import AGENT_PEER_ID, SEEDER_PEER_ID, Swarm
@@ -91,6 +93,53 @@ class _ThreadPoolService(Service):
 
     def run(self, f, *args):
         return deferToThreadPool(self.reactor, self.pool, f, *args)
+
+
+class _LimitsResource(Resource):
+    """``/eagle/limits``: the host's speed limits, in bytes a second (0: none).
+
+    GET shows them; PUT with a JSON object of any of ``download``, ``upload``,
+    ``blob_download`` and ``blob_upload`` (numbers, or sizes like ``"10MiB"``)
+    changes them at once. Only from this host: others get 403.
+    """
+
+    isLeaf = True
+    KEYS = ("download", "upload", "blob_download", "blob_upload")
+
+    def __init__(self, limits: HostLimits):
+        super().__init__()
+        self._limits = limits
+
+    def _answer(self, request, status: int, body: dict) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(body).encode()
+
+    def render_GET(self, request):
+        return self._answer(request, 200, asdict(self._limits.limits))
+
+    def render_PUT(self, request):
+        if not _loopback(request):
+            return self._answer(request, 403, {"error": "only from this host"})
+        try:
+            changes = json.loads(request.content.read(64 * 1024))
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            unknown = set(changes) - set(self.KEYS)
+            if unknown:
+                raise ValueError("unknown limits: " + ", ".join(sorted(unknown)))
+            values = {k: int(config.parse_size(v)) for k, v in changes.items()}
+        except ValueError as e:
+            return self._answer(request, 400, {"error": str(e)})
+        self._limits.set(replace(self._limits.limits, **values))
+        return self._answer(request, 200, asdict(self._limits.limits))
+
+
+def _loopback(request) -> bool:
+    try:
+        return ipaddress.ip_address(request.getClientAddress().host).is_loopback
+    except (AttributeError, ValueError):
+        return False  # a unix socket or something stranger: not ours to trust
 
 
 class _StatusResource(Resource):
@@ -206,6 +255,19 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
     traffic = Traffic()
     seeders = [] if role == "seeder" else cfg.seeders
     credentials = Credentials(http, reactor)
+    limits = HostLimits(
+        reactor,
+        Limits(
+            cfg.download_limit,
+            cfg.upload_limit,
+            cfg.blob_download_limit,
+            cfg.blob_upload_limit,
+        ),
+        swarm.set_limits if swarm else lambda *a: None,
+        lambda: bool(swarm and swarm.running and swarm.counts()["downloading"]),
+    )
+    if swarm:
+        swarm.downloads_changed = limits.rebalance
     http_source = HTTPSource(
         http,
         reactor,
@@ -214,6 +276,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
         traffic,
         credentials=credentials,
         seeder_timeout=cfg.seeder_timeout,
+        limits=limits,
     )
     source = http_source
     stored = None
@@ -248,7 +311,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             "bittorrent_port": swarm.listen_port if swarm and swarm.running else None,
         }
 
-    children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats)}
+    children = {b"v2": mirror.resource(), b"eagle": _status_tree(stats, limits)}
     return _Node(top, swarm, blobs, mirror, children, reactor, stored)
 
 
@@ -276,9 +339,10 @@ class _Node:
         return self.services
 
 
-def _status_tree(stats) -> Resource:
+def _status_tree(stats, limits: HostLimits) -> Resource:
     tree = Resource()
     tree.putChild(b"stats", _StatusResource(stats))
+    tree.putChild(b"limits", _LimitsResource(limits))
     return tree
 
 

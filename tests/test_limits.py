@@ -1,0 +1,136 @@
+"""Speed limits applied to an agent's traffic: real registry, tracker, seeder and
+agent processes on loopback. Loopback moves gigabytes a second, so the time a
+pull takes is the limit's work; the bounds are generous, for a busy machine
+(the benchmark measures accuracy, docs/benchmark.rst)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from eagle.lab.cluster import Cluster, get_json
+from eagle.lab.registry import Registry
+from eagle.ratelimit import HostLimits, Limits
+from eagle.taps import _LimitsResource
+from tests.test_lab import LabTestCase
+from tests.test_seeder import get
+
+MiB = 1 << 20
+REPO = "eagle/limits"
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def put_limits(agent, body) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        agent.url + "/eagle/limits", data=data, method="PUT"
+    )
+    try:
+        with _direct.open(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+class LimitsTests(LabTestCase):
+    def cluster(self, **agent_config) -> None:
+        self.need("docker-registry")
+        tmp = self.tmpdir()
+        self.registry = self.start(Registry(tmp / "registry"))
+        self.blobs = [os.urandom(8 * MiB) for _ in range(2)]
+        self.digests = [self.registry.push_blob(REPO, b) for b in self.blobs]
+        cluster = self.start(
+            Cluster(
+                tmp / "cluster",
+                self.registry.url,
+                agents=1,
+                agent_config={"swarm_timeout": 60, **agent_config},
+            )
+        )
+        self.agent = cluster.agents[0]
+
+    def pull(self, i: int) -> float:
+        """Seconds to pull blob ``i`` through the agent."""
+        started = time.monotonic()
+        status, _, body = get(f"{self.agent.url}/v2/{REPO}/blobs/{self.digests[i]}")
+        elapsed = time.monotonic() - started
+        self.assertEqual((status, body == self.blobs[i]), (200, True))
+        return elapsed
+
+    def test_swarm_download_limited_and_changed_at_runtime(self):
+        """2 MiB/s from the config: 8 MiB through the swarm take about 4 s; PUT
+        /eagle/limits raises it to 8 MiB/s, and the next 8 MiB take about 1 s."""
+        self.cluster(download_limit="2MiB")
+        self.assertEqual(
+            get_json(self.agent.url + "/eagle/limits")["download"], 2 * MiB
+        )
+        slow = self.pull(0)
+        self.assertGreater(slow, 3.0)
+        self.assertLess(slow, 12)
+        status, limits = put_limits(self.agent, {"download": "8MiB"})
+        self.assertEqual((status, limits["download"]), (200, 8 * MiB))
+        fast = self.pull(1)
+        self.assertLess(fast, slow / 2)
+        self.assertGreater(fast, 0.7)
+        received = self.agent.status()["received"]
+        self.assertEqual(received.get("seeder"), 16 * MiB)
+
+    def test_http_download_limited(self):
+        """Blobs that come over HTTP (here all: swarm_min_size is above them)
+        draw on the same budget: 8 MiB at 2 MiB/s take about 4 s."""
+        self.cluster(download_limit="2MiB", swarm_min_size="1GiB")
+        elapsed = self.pull(0)
+        self.assertGreater(elapsed, 3.0)
+        self.assertLess(elapsed, 12)
+        self.assertEqual(self.agent.status()["received"], {"seeder": 8 * MiB})
+
+    def test_per_blob_limit(self):
+        """A per-blob limit alone holds each blob to it: 8 MiB at 4 MiB/s take
+        about 2 s, in the swarm and over HTTP alike."""
+        self.cluster(blob_download_limit="4MiB")
+        elapsed = self.pull(0)
+        self.assertGreater(elapsed, 1.4)
+        self.assertLess(elapsed, 8)
+        put_limits(self.agent, {"blob_download": "2MiB"})
+        elapsed = self.pull(1)
+        self.assertGreater(elapsed, 3.0)
+
+    def test_bad_limits_refused(self):
+        """Unknown keys, sizes that are not sizes, and non-objects get 400 and
+        change nothing."""
+        self.cluster(download_limit="2MiB")
+        for body in [{"downlaod": 5}, {"upload": "fast"}, b"[1]", b"{"]:
+            status, answer = put_limits(self.agent, body)
+            self.assertEqual(status, 400, answer)
+            self.assertIn("error", answer)
+        limits = get_json(self.agent.url + "/eagle/limits")
+        self.assertEqual(limits["download"], 2 * MiB)
+        self.assertEqual(limits["upload"], 0)
+
+
+class AdminAccessTests(TestCase):
+    def test_only_from_this_host(self):
+        """PUT /eagle/limits from another address gets 403 and changes nothing."""
+        host = HostLimits(Clock(), Limits(download=MiB))
+        resource = _LimitsResource(host)
+        for address, status in [("10.1.2.3", 403), ("127.0.0.1", 200), ("::1", 200)]:
+            request = DummyRequest([])
+            request.method = b"PUT"
+            request.client = (
+                IPv6Address("TCP", address, 4242)
+                if ":" in address
+                else IPv4Address("TCP", address, 4242)
+            )
+            request.content = io.BytesIO(b'{"download": 5}')
+            resource.render(request)
+            self.assertEqual(request.responseCode or 200, status)
+        self.assertEqual(host.limits.download, 5)
