@@ -101,3 +101,19 @@ class HostLimitsTests(SynchronousTestCase):
         self.assertEqual(self.applied[-1], (8 * MiB, 0, MiB, 0))
         throttle = self.host.http_fetch()
         self.assertAlmostEqual(throttle.take(MiB), 1.0)
+
+
+class WindowRatesTests(SynchronousTestCase):
+    def test_mean_and_peak(self):
+        """The benchmark's mean over a window and highest 1 s rate within it."""
+        from eagle.bench.limits import window_rates
+
+        # 100 bytes/s for 5 s, then 300 bytes/s for 1 s, sampled every 0.1 s.
+        samples, count = [], 0
+        for i in range(61):
+            samples.append((i / 10, count))
+            count += 10 if i < 50 else 30
+        mean, peak = window_rates(samples, 0, 6.0)
+        self.assertAlmostEqual(mean, 800 / 6, places=3)
+        self.assertAlmostEqual(peak, 300, places=3)
+        self.assertRaises(ValueError, window_rates, samples, 7, 8)

@@ -1,0 +1,231 @@
+"""How exactly an agent holds its download limit: ``python -m eagle.bench.limits``.
+
+In the benchmark's network namespaces (root; `eagle.lab.netns`): an origin, a
+tracker, a seeder and one agent, each host's link far faster than the limit L.
+The seeder is warmed first (it has the blob and its torrent), then a client on
+the agent's host pulls a blob big enough to last, through the swarm or over HTTP
+(``swarm_min_size`` above the blob), with ``download_limit: L``. The agent
+host's ``eth0`` receive counter is sampled every 0.1 s; after a warm-up, the
+mean rate over the next ``--seconds`` (10) and the highest rate over any 1 s
+window within them are compared with L. The counter sees wire bytes: TCP/IP
+headers included (about 3.5 % of full-size packets on a 1500-byte MTU), which
+the limits do not count; both the wire figure and one less those headers are
+reported.
+
+Results go to ``results/<timestamp>-limits/limits.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+from eagle.bench import (
+    BITTORRENT_PORT,
+    NODE_PORT,
+    REPOSITORY,
+    TRACKER_PORT,
+    NodeDaemon,
+    OriginRegistry,
+)
+from eagle.config import parse_size
+from eagle.lab.netns import Network, netns_unavailable
+
+MiB = 1024**2
+# Bytes on the wire per payload byte of a full TCP segment: 1448 payload bytes
+# (1500 MTU less 20 IP, 32 TCP with timestamps) in 1514 bytes as eth0 counts
+# them (with its 14-byte Ethernet header).
+WIRE_PER_PAYLOAD = 1514 / 1448
+SAMPLE = 0.1
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def window_rates(samples: list[tuple[float, int]], start: float, end: float):
+    """Mean rate over [start, end] and the highest over any 1 s window in it,
+    from (time, counter) samples."""
+    inside = [(t, c) for t, c in samples if start <= t <= end]
+    if len(inside) < 2:
+        raise ValueError("too few samples in the window")
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    mean = (c1 - c0) / (t1 - t0)
+    peak = 0.0
+    j = 0
+    for ta, ca in inside:
+        while j < len(inside) and inside[j][0] - ta < 1.0:
+            j += 1
+        if j == len(inside):
+            break
+        tb, cb = inside[j]
+        peak = max(peak, (cb - ca) / (tb - ta))
+    return mean, peak
+
+
+class LimitRun:
+    """One measurement: a fresh tracker, seeder and agent on the network."""
+
+    def __init__(self, network, origin, digest, workdir, limit, mode, size):
+        self.network = network
+        self.limit = limit
+        self.mode = mode
+        self.size = size
+        self.digest = digest
+        directory = workdir / mode
+        registries = [{"host": origin.host, "url": origin.url}]
+        tracker = network["tracker"]
+        announce = f"http://{tracker.ip}:{TRACKER_PORT}/announce"
+        self.tracker = NodeDaemon(
+            tracker,
+            directory / "tracker",
+            "tracker",
+            {"listen": f"tcp:{TRACKER_PORT}:interface={tracker.ip}", "interval": 5},
+            TRACKER_PORT,
+        )
+
+        def node(host, kind, extra):
+            config = {
+                "listen": f"tcp:{NODE_PORT}:interface={host.ip}",
+                "data_dir": str(directory / host.name / "data"),
+                "registries": registries,
+                "default_registry": origin.host,
+                "trackers": [announce],
+                "bittorrent_listen": f"{host.ip}:{BITTORRENT_PORT}",
+                **extra,
+            }
+            return NodeDaemon(host, directory / host.name, kind, config, NODE_PORT)
+
+        self.seeder = node(network["seeder"], "seeder", {"seeders": []})
+        agent_config = {"seeders": [self.seeder.url], "download_limit": limit}
+        if mode == "http":
+            agent_config["swarm_min_size"] = 2 * size
+        self.agent = node(network["agent"], "agent", agent_config)
+        self.origin = origin
+
+    def run(self, seconds: float, warmup: float) -> dict:
+        daemons = [self.tracker, self.seeder, self.agent]
+        try:
+            for daemon in daemons:
+                daemon.start()
+            self._warm_seeder()
+            return self._measure(seconds, warmup)
+        finally:
+            for daemon in reversed(daemons):
+                daemon.stop()
+            for daemon in daemons:
+                shutil.rmtree(daemon.state_dir / "data", ignore_errors=True)
+
+    def _warm_seeder(self) -> None:
+        url = (
+            f"{self.seeder.url}/torrents/{self.digest}"
+            f"?ns={self.origin.host}&repository={REPOSITORY}"
+        )
+
+        def fetch():
+            with _direct.open(url, timeout=300) as response:
+                response.read()
+
+        self.seeder.node.call(fetch, timeout=310)
+
+    def _measure(self, seconds: float, warmup: float) -> dict:
+        host = self.agent.node
+        url = f"{self.agent.url}/v2/{REPOSITORY}/blobs/{self.digest}"
+        received = {"bytes": 0, "error": None, "done": None}
+
+        def pull():
+            try:
+                with _direct.open(url, timeout=600) as response:
+                    while chunk := response.read(1 << 20):
+                        received["bytes"] += len(chunk)
+            except Exception as e:  # reported, and the run fails
+                received["error"] = repr(e)
+            received["done"] = time.monotonic()
+
+        samples = [(time.monotonic(), host.counters()["rx"])]
+        client = threading.Thread(target=lambda: host.call(pull, timeout=900))
+        client.start()
+        started = time.monotonic()
+        end = started + warmup + seconds
+        while time.monotonic() < end + SAMPLE and received["done"] is None:
+            time.sleep(SAMPLE)
+            samples.append((time.monotonic(), host.counters()["rx"]))
+        finished_early = received["done"] is not None
+        client.join(900)
+        if received["error"]:
+            raise RuntimeError(f"the pull failed: {received['error']}")
+        if finished_early:
+            raise RuntimeError("the blob was complete before the window ended")
+        wire, wire_peak = window_rates(samples, started + warmup, end)
+        payload, payload_peak = wire / WIRE_PER_PAYLOAD, wire_peak / WIRE_PER_PAYLOAD
+        limit = self.limit
+        return {
+            "mode": self.mode,
+            "limit": limit,
+            "seconds": seconds,
+            "warmup": warmup,
+            "wire_rate": wire,
+            "wire_peak_1s": wire_peak,
+            "payload_rate": payload,
+            "payload_peak_1s": payload_peak,
+            "payload_ratio": payload / limit,
+            "payload_peak_ratio": payload_peak / limit,
+            "wire_ratio": wire / limit,
+            "within_5_percent": abs(payload / limit - 1) <= 0.05,
+            "never_above_5_percent": payload_peak <= 1.05 * limit,
+            "stats": self.agent.status(),
+        }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", default="10MiB", help="L, bytes a second")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--modes", default="swarm,http")
+    parser.add_argument(
+        "--rate", type=int, default=1_000_000_000, help="each host's link, bit/s"
+    )
+    parser.add_argument("--out", default="results")
+    options = parser.parse_args(argv)
+    why = netns_unavailable()
+    if why:
+        parser.error(why)
+    limit = int(parse_size(options.limit))
+    # Enough for warm-up, window and a margin at L.
+    size = int(limit * (options.warmup + options.seconds + 6))
+    workdir = Path(options.out) / (datetime.now().strftime("%Y%m%d-%H%M%S") + "-limits")
+    workdir.mkdir(parents=True)
+    hosts = {name: options.rate for name in ("origin", "tracker", "seeder", "agent")}
+    results = {"limit": limit, "size": size, "rate": options.rate, "runs": []}
+    with Network(hosts) as network:
+        origin = OriginRegistry(network["origin"], workdir / "origin")
+        origin.start()
+        try:
+            digest = origin.push_blob(REPOSITORY, os.urandom(size))
+            for mode in options.modes.split(","):
+                run = LimitRun(network, origin, digest, workdir, limit, mode, size)
+                figures = run.run(options.seconds, options.warmup)
+                results["runs"].append(figures)
+                print(
+                    f"{mode}: L {limit / MiB:.2f} MiB/s, payload "
+                    f"{figures['payload_rate'] / MiB:.3f} MiB/s "
+                    f"({figures['payload_ratio']:.3f} L), highest 1 s "
+                    f"{figures['payload_peak_ratio']:.3f} L; wire "
+                    f"{figures['wire_ratio']:.3f} L",
+                    flush=True,
+                )
+        finally:
+            origin.stop()
+            shutil.rmtree(origin.storage_dir, ignore_errors=True)
+    (workdir / "limits.json").write_text(json.dumps(results, indent=1))
+    print(f"results: {workdir / 'limits.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
