@@ -117,7 +117,8 @@ class _BodyReceiver(Protocol):
             return self._fail(e)
         if delay:
             # Over the speed limit: read nothing until the debt is paid, and
-            # TCP slows the sender down.
+            # TCP slows the sender down. The pause is not the sender's silence.
+            self._timer.reset(SILENCE_TIMEOUT + delay)
             self.transport.pauseProducing()
             self._reactor.callLater(delay, self._resume)
 

@@ -42,17 +42,17 @@ def put_limits(agent, body) -> tuple[int, dict]:
 
 
 class LimitsTests(LabTestCase):
-    def cluster(self, **agent_config) -> None:
+    def cluster(self, agents: int = 1, **agent_config) -> None:
         self.need("docker-registry")
         tmp = self.tmpdir()
         self.registry = self.start(Registry(tmp / "registry"))
         self.blobs = [os.urandom(8 * MiB) for _ in range(2)]
         self.digests = [self.registry.push_blob(REPO, b) for b in self.blobs]
-        cluster = self.start(
+        self.cluster_ = cluster = self.start(
             Cluster(
                 tmp / "cluster",
                 self.registry.url,
-                agents=1,
+                agents=agents,
                 agent_config={"swarm_timeout": 60, **agent_config},
             )
         )
@@ -103,6 +103,23 @@ class LimitsTests(LabTestCase):
         put_limits(self.agent, {"blob_download": "2MiB"})
         elapsed = self.pull(1)
         self.assertGreater(elapsed, 3.0)
+
+    def test_upload_limited(self):
+        """An agent's upload limit holds what peers get from it: with the seeder
+        held to 1 byte/s, a second agent takes 8 MiB from the first, limited
+        to 2 MiB/s at runtime, in about 4 s."""
+        self.cluster(agents=2)
+        self.pull(0)
+        seeder = self.cluster_.seeders[0]
+        first, second = self.cluster_.agents
+        self.assertEqual(put_limits(seeder, {"upload": 1})[0], 200)
+        self.assertEqual(put_limits(first, {"upload": "2MiB"})[0], 200)
+        self.agent = second
+        elapsed = self.pull(0)
+        self.assertGreater(elapsed, 3.0)
+        self.assertLess(elapsed, 15)
+        received = second.status()["received"]
+        self.assertGreater(received.get("peer", 0), 7 * MiB, received)
 
     def test_bad_limits_refused(self):
         """Unknown keys, sizes that are not sizes, and non-objects get 400 and
