@@ -586,8 +586,10 @@ class _SwarmDownload:
 
     def _count_swarm_bytes(self) -> dict[str, int]:
         received = self.swarm.bytes_by_kind(self.metainfo.infohash)
+        traffic = self.source.http_source.traffic
+        traffic.resumed += received.pop("resumed", 0)
         for kind, count in received.items():
-            self.source.http_source.traffic.add(kind, count)
+            traffic.add(kind, count)
         return received
 
     def _fall_back(self, reason: str, restart: bool = False, why: str = "") -> None:

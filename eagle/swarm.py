@@ -94,6 +94,7 @@ class _Torrent:
     on_checked: Callable[[list[int]], None] | None = None
     # Until libtorrent has checked what is on disk: None; then those pieces.
     checked: set | None = None
+    resumed: bool = False  # added with resume data
     on_resume_data: Callable[[bytes], None] | None = None
     saved: Deferred | None = None  # the resume data asked for at shutdown
     moved: Deferred | None = None
@@ -347,9 +348,14 @@ class Swarm(Service):
         blocks = torrent.senders.pop(piece, {})
         start = piece * torrent.piece_length
         end = min(start + torrent.piece_length, torrent.size)
+        # Every block we ask for is reported, so one nobody was asked for was in
+        # the file already: part of a piece the resume data lists as unfinished.
+        unasked = "resumed" if torrent.resumed else "peer"
         for offset in range(start, end, BLOCK):
-            kind, _ = blocks.get((offset - start) // BLOCK, ("peer", False))
-            torrent.received[kind] += min(BLOCK, end - offset)
+            kind, _ = blocks.get((offset - start) // BLOCK, (unasked, False))
+            torrent.received[kind] = torrent.received.get(kind, 0) + min(
+                BLOCK, end - offset
+            )
 
     def _on_torrent_error_alert(self, alert) -> None:
         self._error(alert)
@@ -435,7 +441,8 @@ class Swarm(Service):
     def _add(
         self, metainfo: Metainfo, directory: str, flags, resume_data: bytes = b""
     ) -> _Torrent:
-        params = _resume_params(resume_data, metainfo) or lt.add_torrent_params()
+        resumed = _resume_params(resume_data, metainfo)
+        params = resumed or lt.add_torrent_params()
         params.ti = lt.torrent_info(lt.bdecode(metainfo.data))
         params.save_path = directory
         params.trackers = self.trackers
@@ -444,7 +451,9 @@ class Swarm(Service):
         # decide who meets whom (nearest first, zones through gateways).
         params.flags = flags | lt.torrent_flags.disable_pex
         torrent = _Torrent(
-            handle=self.session.add_torrent(params), blob=params.ti.name()
+            handle=self.session.add_torrent(params),
+            blob=params.ti.name(),
+            resumed=resumed is not None,
         )
         self._torrents[metainfo.infohash] = torrent
         self._limit(torrent)
@@ -543,7 +552,8 @@ class Swarm(Service):
         return torrent.handle.status().num_peers if torrent else 0
 
     def bytes_by_kind(self, infohash: str) -> dict[str, int]:
-        """Payload bytes received for a torrent, by the kind of peer that sent them."""
+        """Payload bytes received for a torrent, by the kind of peer that sent
+        them; ``resumed``: blocks of unfinished pieces that were in the file."""
         torrent = self._torrents.get(infohash)
         return dict(torrent.received) if torrent else {"seeder": 0, "peer": 0}
 

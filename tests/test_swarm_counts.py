@@ -36,6 +36,16 @@ class SenderCountTests(TestCase):
         self.assertEqual(self.torrent.received, {"seeder": 0, "peer": 0})
         self.assertEqual(self.torrent.unflushed, [])
 
+    def test_blocks_nobody_sent_after_resume(self):
+        """In a download added with resume data, blocks of a piece that nobody
+        was asked for were in the file already: resumed, not received."""
+        self.torrent.resumed = True
+        self.swarm._on_block_downloading_alert(self.alert(0, 1, SEEDER_PEER_ID))
+        self.swarm._count_piece(self.torrent, 0)
+        self.assertEqual(
+            self.torrent.received, {"seeder": BLOCK, "peer": 0, "resumed": BLOCK}
+        )
+
     def alert(self, piece, block, peer_id):
         return SimpleNamespace(piece_index=piece, block_index=block, pid=_pid(peer_id))
 
