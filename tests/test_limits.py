@@ -136,18 +136,29 @@ class LimitsTests(LabTestCase):
 
 class AdminAccessTests(TestCase):
     def test_only_from_this_host(self):
-        """PUT /eagle/limits from another address gets 403 and changes nothing."""
+        """PUT /eagle/limits from another address gets 403 and changes nothing;
+        from loopback, or from the address the daemon listens on, it applies."""
         host = HostLimits(Clock(), Limits(download=MiB))
         resource = _LimitsResource(host)
-        for address, status in [("10.1.2.3", 403), ("127.0.0.1", 200), ("::1", 200)]:
+        for client, server, status, value in [
+            ("10.1.2.3", "10.1.2.4", 403, 7),
+            ("10.1.2.3", "127.0.0.1", 403, 7),
+            ("127.0.0.1", "127.0.0.1", 200, 5),
+            ("::1", "::1", 200, 6),
+            ("10.1.2.4", "10.1.2.4", 200, 8),
+        ]:
             request = DummyRequest([])
             request.method = b"PUT"
-            request.client = (
-                IPv6Address("TCP", address, 4242)
-                if ":" in address
-                else IPv4Address("TCP", address, 4242)
-            )
-            request.content = io.BytesIO(b'{"download": 5}')
+            request.client = _address(client)
+            request.getHost = lambda server=server: _address(server)
+            request.content = io.BytesIO(json.dumps({"download": value}).encode())
             resource.render(request)
-            self.assertEqual(request.responseCode or 200, status)
-        self.assertEqual(host.limits.download, 5)
+            self.assertEqual(request.responseCode or 200, status, (client, server))
+            if status == 200:
+                self.assertEqual(host.limits.download, value)
+        self.assertEqual(host.limits.download, 8)
+
+
+def _address(host: str):
+    kind = IPv6Address if ":" in host else IPv4Address
+    return kind("TCP", host, 4242)

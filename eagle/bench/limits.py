@@ -1,11 +1,18 @@
-"""How exactly an agent holds its download limit: ``python -m eagle.bench.limits``.
+"""How exactly an agent holds its limits: ``python -m eagle.bench.limits``.
 
 In the benchmark's network namespaces (root; `eagle.lab.netns`): an origin, a
-tracker, a seeder and one agent, each host's link far faster than the limit L.
-The seeder is warmed first (it has the blob and its torrent), then a client on
-the agent's host pulls a blob big enough to last, through the swarm or over HTTP
-(``swarm_min_size`` above the blob), with ``download_limit: L``. The agent
-host's ``eth0`` receive counter is sampled every 0.1 s; after a warm-up, the
+tracker, a seeder and two agents, each host's link far faster than the limit L.
+The seeder is warmed first (it has the blob and its torrent). Modes:
+
+- ``swarm``, ``http``: a client on the agent's host pulls a blob big enough to
+  last, through the swarm or over HTTP (``swarm_min_size`` above the blob),
+  with ``download_limit: L``; the agent host's ``eth0`` receive counter counts.
+- ``upload``: the agent pulls the blob first, then the seeder is held to 1
+  byte/s and the agent to ``upload_limit: L`` (both with ``PUT
+  /eagle/limits``), and a client on the other agent's host pulls the blob, from
+  the agent; the agent host's ``eth0`` send counter counts.
+
+The counter is sampled every 0.1 s; after a warm-up, the
 mean rate over the next ``--seconds`` (10) and the highest rate over any 1 s
 window within them are compared with L. The counter sees wire bytes: TCP/IP
 headers included (about 3.5 % of full-size packets on a 1500-byte MTU), which
@@ -101,14 +108,19 @@ class LimitRun:
             return NodeDaemon(host, directory / host.name, kind, config, NODE_PORT)
 
         self.seeder = node(network["seeder"], "seeder", {"seeders": []})
-        agent_config = {"seeders": [self.seeder.url], "download_limit": limit}
+        agent_config = {"seeders": [self.seeder.url], "swarm_timeout": 120}
+        if mode != "upload":
+            agent_config["download_limit"] = limit
         if mode == "http":
             agent_config["swarm_min_size"] = 2 * size
         self.agent = node(network["agent"], "agent", agent_config)
+        self.peer = node(network["peer"], "agent", agent_config)
         self.origin = origin
 
     def run(self, seconds: float, warmup: float) -> dict:
         daemons = [self.tracker, self.seeder, self.agent]
+        if self.mode == "upload":
+            daemons.append(self.peer)
         try:
             for daemon in daemons:
                 daemon.start()
@@ -132,9 +144,28 @@ class LimitRun:
 
         self.seeder.node.call(fetch, timeout=310)
 
+    def _blob_url(self, daemon) -> str:
+        return f"{daemon.url}/v2/{REPOSITORY}/blobs/{self.digest}"
+
+    def _prepare_upload(self) -> None:
+        """The agent has the blob; the seeder all but stops; the agent's
+        upload is limited."""
+
+        def pull():
+            with _direct.open(self._blob_url(self.agent), timeout=300) as response:
+                while response.read(1 << 20):
+                    pass
+
+        self.agent.node.call(pull, timeout=310)
+        put_limits(self.seeder, {"upload": 1})
+        put_limits(self.agent, {"upload": self.limit})
+
     def _measure(self, seconds: float, warmup: float) -> dict:
-        host = self.agent.node
-        url = f"{self.agent.url}/v2/{REPOSITORY}/blobs/{self.digest}"
+        host, counter, puller = self.agent.node, "rx", self.agent
+        if self.mode == "upload":
+            self._prepare_upload()
+            host, counter, puller = self.agent.node, "tx", self.peer
+        url = self._blob_url(puller)
         received = {"bytes": 0, "error": None, "done": None}
 
         def pull():
@@ -146,14 +177,14 @@ class LimitRun:
                 received["error"] = repr(e)
             received["done"] = time.monotonic()
 
-        samples = [(time.monotonic(), host.counters()["rx"])]
-        client = threading.Thread(target=lambda: host.call(pull, timeout=900))
+        samples = [(time.monotonic(), host.counters()[counter])]
+        client = threading.Thread(target=lambda: puller.node.call(pull, timeout=900))
         client.start()
         started = time.monotonic()
         end = started + warmup + seconds
         while time.monotonic() < end + SAMPLE and received["done"] is None:
             time.sleep(SAMPLE)
-            samples.append((time.monotonic(), host.counters()["rx"]))
+            samples.append((time.monotonic(), host.counters()[counter]))
         finished_early = received["done"] is not None
         client.join(900)
         if received["error"]:
@@ -178,7 +209,25 @@ class LimitRun:
             "within_5_percent": abs(payload / limit - 1) <= 0.05,
             "never_above_5_percent": payload_peak <= 1.05 * limit,
             "stats": self.agent.status(),
+            "puller_stats": puller.status(),
         }
+
+
+def put_limits(daemon, limits: dict) -> dict:
+    """Change a daemon's limits, from inside its host (the endpoint is
+    loopback-only, and the daemon listens on the host's address, so the call
+    goes from the host itself)."""
+    request = urllib.request.Request(
+        daemon.url + "/eagle/limits",
+        data=json.dumps(limits).encode(),
+        method="PUT",
+    )
+
+    def put():
+        with _direct.open(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    return daemon.node.call(put, timeout=15)
 
 
 def main(argv=None) -> int:
@@ -186,7 +235,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", default="10MiB", help="L, bytes a second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=3)
-    parser.add_argument("--modes", default="swarm,http")
+    parser.add_argument("--modes", default="swarm,http,upload")
     parser.add_argument(
         "--rate", type=int, default=1_000_000_000, help="each host's link, bit/s"
     )
@@ -200,7 +249,8 @@ def main(argv=None) -> int:
     size = int(limit * (options.warmup + options.seconds + 6))
     workdir = Path(options.out) / (datetime.now().strftime("%Y%m%d-%H%M%S") + "-limits")
     workdir.mkdir(parents=True)
-    hosts = {name: options.rate for name in ("origin", "tracker", "seeder", "agent")}
+    names = ("origin", "tracker", "seeder", "agent", "peer")
+    hosts = {name: options.rate for name in names}
     results = {"limit": limit, "size": size, "rate": options.rate, "runs": []}
     with Network(hosts) as network:
         origin = OriginRegistry(network["origin"], workdir / "origin")

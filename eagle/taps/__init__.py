@@ -100,7 +100,8 @@ class _LimitsResource(Resource):
 
     GET shows them; PUT with a JSON object of any of ``download``, ``upload``,
     ``blob_download`` and ``blob_upload`` (numbers, or sizes like ``"10MiB"``)
-    changes them at once. Only from this host: others get 403.
+    changes them at once. Only from this host (loopback, or the address the
+    daemon listens on): others get 403.
     """
 
     isLeaf = True
@@ -119,7 +120,7 @@ class _LimitsResource(Resource):
         return self._answer(request, 200, asdict(self._limits.limits))
 
     def render_PUT(self, request):
-        if not _loopback(request):
+        if not _from_this_host(request):
             return self._answer(request, 403, {"error": "only from this host"})
         try:
             changes = json.loads(request.content.read(64 * 1024))
@@ -135,11 +136,16 @@ class _LimitsResource(Resource):
         return self._answer(request, 200, asdict(self._limits.limits))
 
 
-def _loopback(request) -> bool:
+def _from_this_host(request) -> bool:
+    """Whether a request comes from this host: from a loopback address, or
+    from the very address it reached us on (a daemon listening on the host's
+    own address, asked by a program on the host)."""
     try:
-        return ipaddress.ip_address(request.getClientAddress().host).is_loopback
+        client = ipaddress.ip_address(request.getClientAddress().host)
+        ours = ipaddress.ip_address(request.getHost().host)
     except (AttributeError, ValueError):
         return False  # a unix socket or something stranger: not ours to trust
+    return client.is_loopback or client == ours
 
 
 class _StatusResource(Resource):
