@@ -73,7 +73,9 @@ def window_rates(samples: list[tuple[float, int]], start: float, end: float):
 class LimitRun:
     """One measurement: a fresh tracker, seeder and agent on the network."""
 
-    def __init__(self, network, origin, digest, workdir, limit, mode, size):
+    def __init__(
+        self, network, origin, digest, workdir, limit, mode, size, libtorrent=None
+    ):
         self.network = network
         self.limit = limit
         self.mode = mode
@@ -105,6 +107,8 @@ class LimitRun:
 
         self.seeder = node(network["seeder"], "seeder", {"seeders": []})
         agent_config = {"seeders": [self.seeder.url], "swarm_timeout": 120}
+        if libtorrent:
+            agent_config["libtorrent"] = dict(libtorrent)
         if mode != "upload":
             agent_config["download_limit"] = limit
         if mode == "http":
@@ -233,25 +237,44 @@ def main(argv=None) -> int:
         "--rate", type=int, default=1_000_000_000, help="each host's link, bit/s"
     )
     parser.add_argument("--out", default="results")
+    parser.add_argument(
+        "--libtorrent",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a libtorrent setting for the agents (integer values), repeatable",
+    )
     options = parser.parse_args(argv)
     why = netns_unavailable()
     if why:
         parser.error(why)
     limit = int(parse_size(options.limit))
+    libtorrent = {}
+    for item in options.libtorrent:
+        key, _, value = item.partition("=")
+        libtorrent[key] = int(value)
     # Enough for warm-up, window and a margin at L.
     size = int(limit * (options.warmup + options.seconds + 6))
     workdir = Path(options.out) / (datetime.now().strftime("%Y%m%d-%H%M%S") + "-limits")
     workdir.mkdir(parents=True)
     names = ("origin", "tracker", "seeder", "agent", "peer")
     hosts = {name: options.rate for name in names}
-    results = {"limit": limit, "size": size, "rate": options.rate, "runs": []}
+    results = {
+        "limit": limit,
+        "size": size,
+        "rate": options.rate,
+        "libtorrent": libtorrent,
+        "runs": [],
+    }
     with Network(hosts) as network:
         origin = OriginRegistry(network["origin"], workdir / "origin")
         origin.start()
         try:
             digest = origin.push_blob(REPOSITORY, os.urandom(size))
             for mode in options.modes.split(","):
-                run = LimitRun(network, origin, digest, workdir, limit, mode, size)
+                run = LimitRun(
+                    network, origin, digest, workdir, limit, mode, size, libtorrent
+                )
                 figures = run.run(options.seconds, options.warmup)
                 results["runs"].append(figures)
                 print(
