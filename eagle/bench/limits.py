@@ -67,7 +67,7 @@ def window_rates(samples: list[tuple[float, int]], start: float, end: float):
             break
         tb, cb = inside[j]
         peak = max(peak, (cb - ca) / (tb - ta))
-    return mean, peak
+    return mean, peak or mean  # a window under 1 s has only its mean
 
 
 class LimitRun:
