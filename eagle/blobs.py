@@ -261,7 +261,7 @@ class HTTPSource:
                 offset,
                 sha256,
                 transfer.advance,
-                throttle.take if throttle else None,
+                throttle,
             )
         except BadReply as e:
             if throttle:

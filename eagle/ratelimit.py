@@ -133,6 +133,12 @@ class HTTPThrottle:
         self.blob = TokenBucket(host.clock, host.limits.blob_download)
         self.closed = False
 
+    @property
+    def rate(self) -> int:
+        """The stricter of the rates this fetch is held to (0: none)."""
+        rates = [r for r in (self.host.http.rate, self.blob.rate) if r]
+        return min(rates, default=0)
+
     def take(self, count: int) -> float:
         self.blob.set_rate(self.host.limits.blob_download)
         return max(self.host.http.take(count), self.blob.take(count))
