@@ -8,6 +8,7 @@ Sources:
   swarm; what the agent does for blobs big enough to be worth a swarm.
 """
 
+import errno
 import hashlib
 import os
 import secrets
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from eagle import errors
-from eagle.cache import BlobCache
+from eagle.cache import BlobCache, DiskFull
 from eagle.fetch import (
     BadReply,
     BlobBody,
@@ -85,13 +86,24 @@ class Blobs:
         transfer = await self._starting.run(ref.hex, lambda: self._start(ref))
         return transfer
 
+    @property
+    def running(self) -> int:
+        """How many fetches are under way."""
+        return len(self._transfers)
+
     def progress(self, hex_: str) -> int | None:
         """Bytes of a blob fetched so far, if a fetch of it is running."""
         transfer = self._transfers.get(hex_)
         return None if transfer is None else transfer.available
 
     async def _start(self, ref: BlobRef) -> Transfer:
-        transfer = await self.source.start(ref)
+        try:
+            transfer = await self.source.start(ref)
+        except DiskFull as e:
+            self.log.warn(
+                "no room for {digest}: {why}", digest=str(ref.digest), why=str(e)
+            )
+            raise errors.insufficient_storage(e.needed, e.free) from None
         if not transfer.ended:
             self._transfers[ref.hex] = transfer
             self.cache.pin(ref.hex)
@@ -105,13 +117,30 @@ class Blobs:
 
 
 class Traffic:
-    """Bytes received, by source: origin, seeder (HTTP or swarm) and peer."""
+    """Bytes received, by source: origin, seeder (HTTP or swarm) and peer; and
+    the times a fetch fell back from its first way, by reason:
+
+    - ``no_torrent``: no seeder gave the blob's torrent; HTTP at once
+    - ``stalled``: the swarm gave no piece for ``swarm_timeout`` seconds
+      (trackers down, no peer delivers); ``banned``: the same, shorter, once
+      bans for corrupt data left the download without peers
+    - ``swarm_error``: libtorrent reported an error
+    - ``bad_blob``: the swarm's blob did not match its digest
+    - ``next_seeder``: a seeder stopped sending part way; the next one goes on
+    - ``origin``: no seeder could send the blob over HTTP; the origin did
+    """
 
     def __init__(self):
         self.received = Counter()
+        self.fallbacks = Counter()
+        # Bytes of swarm downloads found on disk from before a restart.
+        self.resumed = 0
 
     def add(self, source: str, count: int) -> None:
         self.received[source] += count
+
+    def fell_back(self, reason: str) -> None:
+        self.fallbacks[reason] += 1
 
 
 @implementer(IBlobSource)
@@ -130,8 +159,10 @@ class HTTPSource:
         traffic,
         credentials=None,
         seeder_timeout: float = 30,
+        limits=None,
     ):
         self.http = http
+        self.limits = limits  # eagle.ratelimit.HostLimits, if any
         # A seeder that has not answered in this long is skipped for the next.
         self.seeder_timeout = seeder_timeout
         self.reactor = reactor
@@ -142,7 +173,11 @@ class HTTPSource:
 
     async def start(self, ref: BlobRef) -> Transfer:
         body = await self._request(ref, 0)
-        self.cache.reserve(body.size)
+        try:
+            self.cache.reserve(body.size)
+        except DiskFull:
+            discard(body.response)
+            raise
         path = self.cache.incoming_path(ref.hex, secrets.token_hex(4))
         transfer = Transfer(str(ref.digest), body.size, path, body.source)
         Deferred.fromCoroutine(self._complete(ref, transfer, body, 0, hashlib.sha256()))
@@ -197,6 +232,7 @@ class HTTPSource:
                 failures.append(f"{seeder}: {e.detail}")
         if failures:
             self.metrics.fallbacks.labels("origin").inc()
+            self.traffic.fell_back("origin")
             self.log.warn(
                 "no seeder could serve {digest}, fetching from the origin: {why}",
                 digest=str(ref.digest),
@@ -224,11 +260,20 @@ class HTTPSource:
     async def _complete(
         self, ref, transfer, body: BlobBody, offset: int, sha256, skip=()
     ):
+        throttle = self.limits.http_fetch() if self.limits else None
         try:
             await receive_blob(
-                self.reactor, body, transfer.path, offset, sha256, transfer.advance
+                self.reactor,
+                body,
+                transfer.path,
+                offset,
+                sha256,
+                transfer.advance,
+                throttle,
             )
         except BadReply as e:
+            if throttle:
+                throttle.close()
             if body.seeder is None:
                 return self._failed(transfer, e)
             # The seeder went away or fell silent part way: go on from where it
@@ -236,7 +281,11 @@ class HTTPSource:
             # once, so this ends.
             return await self._next_seeder(ref, transfer, body, offset, sha256, skip, e)
         except Exception as e:
+            if throttle:
+                throttle.close()
             return self._failed(transfer, e)
+        if throttle:
+            throttle.close()
         if sha256.hexdigest() != ref.hex:
             return self._failed(transfer, ValueError("blob does not match its digest"))
         # Bytes dropped because the sender ignored our Range crossed the network too.
@@ -254,6 +303,7 @@ class HTTPSource:
         offset = transfer.available
         self.traffic.add(body.source, offset - start)  # sent before it stopped
         skip = (*skip, body.seeder)
+        self.traffic.fell_back("next_seeder")
         self.log.warn(
             "seeder {seeder} stopped sending {digest} at byte {offset} ({why}); "
             "going on from the next",
@@ -318,6 +368,7 @@ class SwarmSource:
             if e.status < 500:
                 raise
             self.metrics.fallbacks.labels("no_torrent").inc()
+            self.http_source.traffic.fell_back("no_torrent")
             self.log.warn(
                 "no torrent for {digest} ({reason}); falling back to HTTP",
                 digest=str(ref.digest),
@@ -383,7 +434,7 @@ class _SwarmDownload:
         self.ref = ref
         self.metainfo = metainfo
         cache.reserve(metainfo.size)
-        path = os.path.join(cache.incoming, ref.hex)
+        path = cache.partial_path(ref.hex)
         self.transfer = Transfer(str(ref.digest), metainfo.size, path, "swarm")
         self.progress = PieceProgress(metainfo.size, metainfo.piece_length)
         self.hasher = _PrefixHasher(path)
@@ -396,13 +447,48 @@ class _SwarmDownload:
         self.timer = reactor.callLater(self.stall_timeout, self._stalled)
         self.swarm.download(
             metainfo,
-            cache.incoming,
+            cache.partial,
             self._piece,
             self._finished,
-            self._fall_back,
+            self._swarm_error,
             on_ban=self._banned,
+            resume_data=cache.load_resume(ref.hex),
+            on_checked=self._checked,
+            on_resume_data=self._save_resume,
         )
         self._hurry()
+
+    # A download that an earlier run of the agent began (and saved resume data
+    # for, or left a file that libtorrent's hash check accepts) goes on from
+    # the pieces it had; they were not received now, and count as resumed.
+
+    def _checked(self, pieces: list[int]) -> None:
+        if self.over_http or self.transfer.ended:
+            return
+        for piece in pieces:
+            self.progress.add(piece)
+        length, size = self.metainfo.piece_length, self.metainfo.size
+        resumed = sum(min(length, size - p * length) for p in pieces)
+        self.source.http_source.traffic.resumed += resumed
+        self.log.info(
+            "resuming the swarm download of {digest}: {bytes} of {size} bytes there",
+            digest=str(self.ref.digest),
+            bytes=resumed,
+            size=self.metainfo.size,
+        )
+        self._piece(-1)
+
+    def _save_resume(self, data: bytes) -> None:
+        if self.over_http or self.transfer.ended:
+            return
+        try:
+            self.cache.save_resume(self.ref.hex, data)
+        except OSError as e:
+            self.log.warn(
+                "cannot keep resume data of {digest}: {why}",
+                digest=str(self.ref.digest),
+                why=str(e),
+            )
 
     # Clients read the blob from its start, but rarest-first piece picking fills
     # it in any order. Keeping deadlines on a window of pieces just past the
@@ -429,7 +515,7 @@ class _SwarmDownload:
         try:
             self.hasher.advance(available)
         except OSError as e:
-            return self._fall_back(str(e))
+            return self._fall_back(str(e), why="swarm_error")
         self.transfer.advance(available)
         self._hurry()
 
@@ -456,16 +542,37 @@ class _SwarmDownload:
         self.waiting = seconds
         self.timer.reset(seconds)
 
+    def _swarm_error(self, message: str, no_space: bool) -> None:
+        if not no_space:
+            return self._fall_back(message, why="swarm_error")
+        # HTTP would write the same bytes to the same full disk: give up, and
+        # free the space for what else is being fetched.
+        if self.over_http or self.transfer.ended:
+            return
+        self.over_http = True  # no more swarm events for this download
+        if self.timer.active():
+            self.timer.cancel()
+        self.hasher.close()
+        self.swarm.remove(self.metainfo.infohash, delete_files=True)
+        self.cache.drop_partial(self.ref.hex)
+        self.log.warn(
+            "swarm download of {digest} failed: disk full ({message})",
+            digest=str(self.ref.digest),
+            message=message,
+        )
+        self.transfer.fail(OSError(errno.ENOSPC, "disk full"))
+
     def _stalled(self) -> None:
         since = " since a peer was banned" if self.banned else ""
-        self._fall_back(f"no progress for {self.waiting}s{since}")
+        why = "banned" if self.banned else "stalled"
+        self._fall_back(f"no progress for {self.waiting}s{since}", why=why)
 
     def _finished(self) -> None:
         if self.over_http:
             return
         self.timer.cancel()
         Deferred.fromCoroutine(self._commit()).addErrback(
-            lambda f: self._fall_back(f.getErrorMessage(), restart=True)
+            lambda f: self._fall_back(f.getErrorMessage(), True, "bad_blob")
         )
 
     async def _commit(self) -> None:
@@ -474,6 +581,7 @@ class _SwarmDownload:
         if self.hasher.hexdigest() != ref.hex:
             raise ValueError("the swarm's blob does not match its digest")
         await self.swarm.move(self.metainfo.infohash, cache.blobs)
+        cache.drop_partial(ref.hex)
         cache.save_torrent(ref.hex, self.metainfo.data)
         cache.committed_in_place(ref.hex)
         received = self._count_swarm_bytes()
@@ -489,14 +597,17 @@ class _SwarmDownload:
 
     def _count_swarm_bytes(self) -> dict[str, int]:
         received = self.swarm.bytes_by_kind(self.metainfo.infohash)
+        traffic = self.source.http_source.traffic
+        traffic.resumed += received.pop("resumed", 0)
         for kind, count in received.items():
-            self.source.http_source.traffic.add(kind, count)
+            traffic.add(kind, count)
         return received
 
-    def _fall_back(self, reason: str, restart: bool = False) -> None:
+    def _fall_back(self, reason: str, restart: bool = False, why: str = "") -> None:
         if self.over_http or self.transfer.ended:
             return
         self.over_http = True
+        self.source.http_source.traffic.fell_back(why)
         if self.timer.active():
             self.timer.cancel()
         offset = 0 if restart else self.progress.available
@@ -506,6 +617,7 @@ class _SwarmDownload:
             "from byte {offset}",
             digest=str(self.ref.digest),
             reason=reason,
+            fallback=why,
             offset=offset,
         )
         self._count_swarm_bytes()
@@ -517,8 +629,10 @@ class _SwarmDownload:
             _copy_prefix(old, new, offset)
         except OSError as e:
             self.swarm.remove(self.metainfo.infohash, delete_files=True)
+            self.cache.drop_partial(self.ref.hex)
             return self.transfer.fail(e)
         self.swarm.remove(self.metainfo.infohash, delete_files=True)
+        self.cache.drop_partial(self.ref.hex)
         self.transfer.path = new
         sha256 = hashlib.sha256() if restart else self.hasher.sha256
         Deferred.fromCoroutine(

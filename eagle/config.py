@@ -186,6 +186,9 @@ class NodeConfig:
     # (0: pure rarest-first, which spreads pieces best but streams late; more:
     # the seeder sends the same pieces to several hosts).
     stream_window: int = 2
+    # Seconds between saves of partial swarm downloads' resume data (also saved
+    # at shutdown), from which they go on after a restart; 0: only at shutdown.
+    resume_interval: float = 10
     tracker_token: str | None = None  # the trackers' announce_token
     # Seeders: offer each piece to one peer at a time until others have it
     # (BEP 16), so that peers trade pieces instead of the seeder sending twice.
@@ -194,6 +197,13 @@ class NodeConfig:
     # loopback clients only.
     admin_token: str | None = None
     libtorrent: dict = field(default_factory=dict)
+    # Speed limits for all of the host's traffic, in bytes a second (0: none);
+    # also set at runtime with PUT /eagle/limits. Downloads: the swarm and HTTP
+    # fetches together; uploads: the swarm. blob_*: each blob's own limit.
+    download_limit: ByteSize = ByteSize(0)
+    upload_limit: ByteSize = ByteSize(0)
+    blob_download_limit: ByteSize = ByteSize(0)
+    blob_upload_limit: ByteSize = ByteSize(0)
     # Seeders: keep blobs here for good; the cache (cache_size) sits in front.
     # None: the cache is all there is, and evicted blobs come from the origin.
     storage: StorageConfig | None = None

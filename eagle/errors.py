@@ -64,6 +64,18 @@ def upstream_unavailable(source: str, reason: str) -> RegistryError:
     )
 
 
+def insufficient_storage(needed: int, free: int) -> RegistryError:
+    # 507 rather than 503: the cause is this host's disk, and a retry on this
+    # host fails the same way until space is made; either way a 5xx sends a
+    # client with a fallback (Docker's mirror list) on to the origin.
+    return RegistryError(
+        507,
+        "UNKNOWN",
+        "not enough disk space on this host for the blob",
+        {"needed": needed, "free": free},
+    )
+
+
 def upstream_bad_reply(source: str, reason: str) -> RegistryError:
     return RegistryError(502, "UNKNOWN", f"bad reply from {source}", {"reason": reason})
 

@@ -2,6 +2,7 @@
 into the cache with their digest checked before they count as cached."""
 
 import re
+import socket
 from dataclasses import dataclass
 
 from treq.client import HTTPClient
@@ -69,12 +70,16 @@ async def read_limited(response, limit: int, reactor) -> bytes:
     return b"".join(chunks)
 
 
-def receive_body(response, collector, reactor) -> Deferred:
+def receive_body(response, collector, reactor, buffer: int = 0) -> Deferred:
     """Deliver a response body to ``collector`` chunk by chunk; fire when it is
     complete, fail if it is cut short, if the sender stays silent for too long, or
-    if the collector raises (which also drops the connection)."""
+    if the collector raises (which also drops the connection). A collector that
+    returns a number of seconds gets no more data for that long."""
     finished = Deferred()
-    response.deliverBody(_BodyReceiver(collector, finished, reactor))
+    receiver = _BodyReceiver(collector, finished, reactor)
+    response.deliverBody(receiver)
+    if buffer:
+        receiver.limit_buffer(buffer)
     return finished
 
 
@@ -98,6 +103,17 @@ class _BodyReceiver(Protocol):
     def connectionMade(self):
         self._timer = self._reactor.callLater(SILENCE_TIMEOUT, self._silent)
 
+    def limit_buffer(self, size: int) -> None:
+        """Hold the kernel's receive buffer to ``size`` bytes, so that under a
+        speed limit the sender cannot run megabytes ahead of our reads (the
+        wire would burst over the limit while the mean held)."""
+        handle = getattr(getattr(self.transport, "_producer", None), "socket", None)
+        if handle is not None:
+            try:
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            except OSError:
+                pass
+
     def _silent(self):
         self._fail(BadReply(f"no data for {SILENCE_TIMEOUT}s"))
 
@@ -111,9 +127,19 @@ class _BodyReceiver(Protocol):
             return
         self._timer.reset(SILENCE_TIMEOUT)
         try:
-            self._collector(data)
+            delay = self._collector(data)
         except Exception as e:
-            self._fail(e)
+            return self._fail(e)
+        if delay:
+            # Over the speed limit: read nothing until the debt is paid, and
+            # TCP slows the sender down. The pause is not the sender's silence.
+            self._timer.reset(SILENCE_TIMEOUT + delay)
+            self.transport.pauseProducing()
+            self._reactor.callLater(delay, self._resume)
+
+    def _resume(self):
+        if not self._finished.called:
+            self.transport.resumeProducing()
 
     def connectionLost(self, reason=connectionDone):
         if self._timer is not None and self._timer.active():
@@ -205,11 +231,12 @@ def _content_range(value: bytes | None) -> tuple[int, int]:
 
 
 async def receive_blob(
-    reactor, body: BlobBody, path: str, offset: int, sha256, advance
+    reactor, body: BlobBody, path: str, offset: int, sha256, advance, throttle=None
 ) -> None:
     """Write a blob's body into ``path`` from ``offset`` on, extending ``sha256``
     and calling ``advance(bytes in the file)`` as it goes. Fails if the body is
-    cut short or longer than the blob."""
+    cut short or longer than the blob. ``throttle``, if given, holds the reads
+    to its ``rate``: ``throttle.take(bytes)`` says how long to wait for more."""
     position = offset
     skip = body.skip
 
@@ -225,10 +252,14 @@ async def receive_blob(
         sha256.update(data)
         position += len(data)
         advance(position)
+        return throttle.take(len(data)) if throttle else 0
 
     with open(path, "r+b" if offset else "wb") as f:
         f.seek(offset)
-        await receive_body(body.response, write, reactor)
+        # Under a limit, a receive buffer of 50 ms of it (see limit_buffer).
+        rate = throttle.rate if throttle else 0
+        buffer = max(64 * 1024, rate // 20) if rate else 0
+        await receive_body(body.response, write, reactor, buffer)
     if position != body.size:
         raise BadReply(f"got {position} of {body.size} bytes")
 

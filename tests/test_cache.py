@@ -2,10 +2,11 @@
 
 import hashlib
 import os
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from eagle.cache import BlobCache
+from eagle.cache import PARTIAL_MAX_AGE, BlobCache
 
 
 def hex_of(data: bytes) -> str:
@@ -35,9 +36,9 @@ class BlobCacheTests(SynchronousTestCase):
         return sorted(os.listdir(os.path.join(self.directory, *parts)))
 
     def test_layout(self):
-        """A new cache makes its three directories and holds nothing."""
+        """A new cache makes its four directories and holds nothing."""
         cache = self.cache()
-        self.assertEqual(self.files(), ["blobs", "incoming", "torrents"])
+        self.assertEqual(self.files(), ["blobs", "incoming", "partial", "torrents"])
         self.assertEqual((cache.list(), cache.lru.total), ([], 0))
 
     def test_commit(self):
@@ -99,6 +100,29 @@ class BlobCacheTests(SynchronousTestCase):
         again = self.cache()
         self.assertEqual(self.files("incoming"), [])
         self.assertEqual(again.list(), [])
+
+    def test_partial_kept_until_stale(self):
+        """Partial swarm downloads and their resume data survive a restart; they
+        go once a day old, or once their blob is complete, and are never blobs."""
+        cache = self.cache()
+        fresh, old, done = "aa" * 32, "bb" * 32, hex_of(b"done")
+        for hex_ in (fresh, old):
+            with open(cache.partial_path(hex_), "wb") as f:
+                f.write(b"some pieces")
+            cache.save_resume(hex_, b"d6:piecese")
+        with open(cache.partial_path(done), "wb") as f:
+            f.write(b"do")
+        self.put(cache, b"done")
+        day_ago = time.time() - PARTIAL_MAX_AGE - 10
+        for name in (old, old + ".resume"):
+            os.utime(os.path.join(cache.partial, name), (day_ago, day_ago))
+        again = self.cache()
+        self.assertEqual(self.files("partial"), [fresh, fresh + ".resume"])
+        self.assertEqual(again.load_resume(fresh), b"d6:piecese")
+        self.assertEqual(again.load_resume(old), b"")
+        self.assertEqual(again.list(), [done])
+        again.drop_partial(fresh)
+        self.assertEqual(self.files("partial"), [])
 
     def test_eviction(self):
         """Going over budget evicts the least recently used blob: its file and

@@ -16,9 +16,35 @@ class SenderCountTests(TestCase):
         self.swarm = Swarm(reactor=None)
         # Two pieces of two blocks each; the last block is 100 bytes short.
         self.torrent = _Torrent(
-            handle=None, blob="b", piece_length=2 * BLOCK, size=4 * BLOCK - 100
+            handle=None,
+            blob="b",
+            piece_length=2 * BLOCK,
+            size=4 * BLOCK - 100,
+            checked=set(),  # nothing was on disk
         )
         self.swarm._torrent_of = lambda alert: self.torrent
+
+    def test_pieces_found_on_disk_not_counted(self):
+        """Pieces libtorrent found on disk, which it reports as finished too,
+        are not counted as received, nor those reported before the check."""
+        self.torrent.on_piece = lambda piece: None
+        self.torrent.handle = SimpleNamespace(flush_cache=lambda: None)
+        self.torrent.checked = None
+        self.swarm._on_piece_finished_alert(SimpleNamespace(piece_index=0))
+        self.torrent.checked = {0}
+        self.swarm._on_piece_finished_alert(SimpleNamespace(piece_index=0))
+        self.assertEqual(self.torrent.received, {"seeder": 0, "peer": 0})
+        self.assertEqual(self.torrent.unflushed, [])
+
+    def test_blocks_nobody_sent_after_resume(self):
+        """In a download added with resume data, blocks of a piece that nobody
+        was asked for were in the file already: resumed, not received."""
+        self.torrent.resumed = True
+        self.swarm._on_block_downloading_alert(self.alert(0, 1, SEEDER_PEER_ID))
+        self.swarm._count_piece(self.torrent, 0)
+        self.assertEqual(
+            self.torrent.received, {"seeder": BLOCK, "peer": 0, "resumed": BLOCK}
+        )
 
     def alert(self, piece, block, peer_id):
         return SimpleNamespace(piece_index=piece, block_index=block, pid=_pid(peer_id))

@@ -48,7 +48,9 @@ class Registry(Service):
     """``docker-registry serve`` on 127.0.0.1:<free port>, storing blobs on disk.
 
     ``auth`` ({"user": .., "password": ..}) turns on htpasswd basic auth;
-    ``notifications`` is a URL the registry POSTs its push/pull events to.
+    ``auth_config`` is any other ``auth`` section, e.g. token authentication
+    with `eagle.lab.tokens.TokenServer`; ``notifications`` is a URL the registry
+    POSTs its push/pull events to.
     """
 
     name = "registry"
@@ -61,8 +63,10 @@ class Registry(Service):
         storage_dir: str | os.PathLike | None = None,
         auth: dict[str, str] | None = None,
         notifications: str | None = None,
+        auth_config: dict | None = None,
     ):
         super().__init__(state_dir)
+        self.auth_config = auth_config
         self.storage_dir = Path(storage_dir or self.state_dir / "storage")
         self.auth = auth
         self.notifications = notifications
@@ -98,6 +102,8 @@ class Registry(Service):
             htpasswd = self.state_dir / "htpasswd"
             htpasswd.write_text(_htpasswd_line(**self.auth))
             config["auth"] = {"htpasswd": {"realm": "eagle-lab", "path": str(htpasswd)}}
+        if self.auth_config:
+            config["auth"] = self.auth_config
         if self.notifications:
             endpoint = {
                 "name": "eagle",

@@ -1,8 +1,9 @@
 """The daemons, each built from its YAML config as a tree of services, for
 ``twist eagle-tracker|eagle-seeder|eagle-agent|eagle-proxy``."""
 
+import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -28,6 +29,7 @@ from eagle.cache import BlobCache
 from eagle.metrics import Metrics
 from eagle.mirror import Mirror
 from eagle.preheat import PreheatAPI, Warmer
+from eagle.ratelimit import HostLimits, Limits
 from eagle.seeder import Seeder, SeederAPI, StoredSource
 from eagle.status import History, node_page
 from eagle.storage import Storage
@@ -97,6 +99,59 @@ class _ThreadPoolService(Service):
 
     def run(self, f, *args):
         return deferToThreadPool(self.reactor, self.pool, f, *args)
+
+
+class _LimitsResource(Resource):
+    """``/eagle/limits``: the host's speed limits, in bytes a second (0: none).
+
+    GET shows them; PUT with a JSON object of any of ``download``, ``upload``,
+    ``blob_download`` and ``blob_upload`` (numbers, or sizes like ``"10MiB"``)
+    changes them at once. Only from this host (loopback, or the address the
+    daemon listens on): others get 403.
+    """
+
+    isLeaf = True
+    KEYS = ("download", "upload", "blob_download", "blob_upload")
+
+    def __init__(self, limits: HostLimits):
+        super().__init__()
+        self._limits = limits
+
+    def _answer(self, request, status: int, body: dict) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(body).encode()
+
+    def render_GET(self, request):
+        return self._answer(request, 200, asdict(self._limits.limits))
+
+    def render_PUT(self, request):
+        if not _from_this_host(request):
+            return self._answer(request, 403, {"error": "only from this host"})
+        try:
+            changes = json.loads(request.content.read(64 * 1024))
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            unknown = set(changes) - set(self.KEYS)
+            if unknown:
+                raise ValueError("unknown limits: " + ", ".join(sorted(unknown)))
+            values = {k: int(config.parse_size(v)) for k, v in changes.items()}
+        except ValueError as e:
+            return self._answer(request, 400, {"error": str(e)})
+        self._limits.set(replace(self._limits.limits, **values))
+        return self._answer(request, 200, asdict(self._limits.limits))
+
+
+def _from_this_host(request) -> bool:
+    """Whether a request comes from this host: from a loopback address, or
+    from the very address it reached us on (a daemon listening on the host's
+    own address, asked by a program on the host)."""
+    try:
+        client = ipaddress.ip_address(request.getClientAddress().host)
+        ours = ipaddress.ip_address(request.getHost().host)
+    except (AttributeError, ValueError):
+        return False  # a unix socket or something stranger: not ours to trust
+    return client.is_loopback or client == ours
 
 
 class _StatusResource(Resource):
@@ -195,6 +250,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
             ),
             settings=cfg.libtorrent,
             super_seeding=cfg.super_seeding and role == "seeder",
+            resume_interval=cfg.resume_interval,
         )
         swarm.setServiceParent(top)
     metrics = Metrics()
@@ -218,6 +274,19 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
     traffic = Traffic()
     seeders = [] if role == "seeder" else cfg.seeders
     credentials = Credentials(http, reactor)
+    limits = HostLimits(
+        reactor,
+        Limits(
+            cfg.download_limit,
+            cfg.upload_limit,
+            cfg.blob_download_limit,
+            cfg.blob_upload_limit,
+        ),
+        swarm.set_limits if swarm else lambda *a: None,
+        lambda: bool(swarm and swarm.running and swarm.counts()["downloading"]),
+    )
+    if swarm:
+        swarm.downloads_changed = limits.rebalance
     http_source = HTTPSource(
         http,
         reactor,
@@ -226,6 +295,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
         traffic,
         credentials=credentials,
         seeder_timeout=cfg.seeder_timeout,
+        limits=limits,
     )
     source = http_source
     stored = None
@@ -253,8 +323,12 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
         return {
             "role": role,
             "received": dict(traffic.received),
+            "resumed": traffic.resumed,
+            "fallbacks": dict(traffic.fallbacks),
             "served": mirror.served,
             "cache": {"blobs": len(cache.lru), "bytes": cache.lru.total},
+            "fetching": blobs.running,
+            "torrents": swarm.counts() if running() else None,
             "bittorrent_port": swarm.listen_port if running() else None,
             "swarms": swarm.status() if running() else [],
         }
@@ -277,7 +351,7 @@ def _node(cfg: config.NodeConfig, role: str, reactor=None) -> "_Node":
     TimerService(SAMPLE_EVERY, sample).setServiceParent(top)
     children = {
         b"v2": mirror.resource(),
-        b"eagle": _status_tree(stats, history),
+        b"eagle": _status_tree(stats, history, limits),
         b"admin": AdminAPI(cache, cfg.admin_token).resource(),
     }
     return _Node(top, swarm, blobs, mirror, children, reactor, metrics, stored)
@@ -321,10 +395,11 @@ class _Node:
         return self.services
 
 
-def _status_tree(stats, history: History) -> Resource:
+def _status_tree(stats, history: History, limits: HostLimits) -> Resource:
     tree = Resource()
     tree.putChild(b"stats", _StatusResource(stats))
     tree.putChild(b"status", _StatusPage(lambda: node_page(stats(), history)))
+    tree.putChild(b"limits", _LimitsResource(limits))
     return tree
 
 
