@@ -9,6 +9,7 @@ daemons hung on SIGTERM that way. Polling an empty queue costs next to nothing.
 """
 
 import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -279,6 +280,7 @@ class Swarm(Service):
         pieces = torrent.handle.status(lt.status_flags_t.query_pieces).pieces
         have = [i for i, done in enumerate(pieces) if done]
         torrent.checked = set(have)
+        torrent.handle.resume()  # added to stop when checked: see download()
         if have and torrent.on_checked:
             torrent.on_checked(have)
         if have and len(have) == len(pieces):
@@ -551,9 +553,17 @@ class Swarm(Service):
         lists are taken as there; without it, a file already in ``directory``
         is hash-checked piece by piece. Either way ``on_checked`` is told the
         pieces found, before any other piece is reported."""
-        torrent = self._add(
-            metainfo, directory, lt.torrent_flags.update_subscribe, resume_data
-        )
+        # With something on disk, libtorrent stops once it has checked it, so
+        # that the pieces we read then are the ones found, not ones downloaded
+        # since (the reactor takes alerts a little later); we go on from there.
+        name = lt.torrent_info(lt.bdecode(metainfo.data)).name()
+        on_disk = bool(resume_data) or os.path.exists(os.path.join(directory, name))
+        flags = lt.torrent_flags.update_subscribe
+        if on_disk:
+            flags |= lt.torrent_flags.stop_when_ready
+        torrent = self._add(metainfo, directory, flags, resume_data)
+        if not on_disk:
+            torrent.checked = set()  # nothing there: nothing to go on from
         torrent.piece_length = metainfo.piece_length
         torrent.size = metainfo.size
         torrent.on_piece = on_piece

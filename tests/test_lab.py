@@ -50,9 +50,11 @@ class LabTestCase(TestCase):
             raise SkipTest(reason)
 
     def tmpdir(self) -> Path:
-        """A fresh directory, short enough to hold unix sockets, removed after."""
+        """A fresh directory, short enough to hold unix sockets, removed after
+        (kept with EAGLE_KEEP=1, to read the daemons' logs)."""
         path = Path(tempfile.mkdtemp(prefix="eagle-lab-"))
-        self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+        if not os.environ.get("EAGLE_KEEP"):
+            self.addCleanup(shutil.rmtree, path, ignore_errors=True)
         return path
 
     def start(self, service):
