@@ -287,6 +287,7 @@ class _NoSeeders:
 
     def __init__(self):
         self.started = []
+        self.traffic = Traffic()
 
     async def start(self, ref):
         self.started.append(ref)
@@ -303,6 +304,7 @@ class FallbackFamilyTests(TestCase):
         self.assertEqual(
             value(metrics, "eagle_fallbacks_total", reason="no_torrent"), 1
         )
+        self.assertEqual(http.traffic.fallbacks, {"no_torrent": 1})
 
 
 async def stats_posted(swarm: Swarm) -> None:
