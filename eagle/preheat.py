@@ -172,11 +172,7 @@ class Warmer:
             )
             await _all(self.warm(upstream, repository, blob) for blob in blobs)
         except Exception as e:
-            detail = (
-                f"{e.message}: {e.detail}"
-                if isinstance(e, errors.RegistryError)
-                else reason(e)
-            )
+            detail = _why(e)
             self.log.error(
                 "could not warm {registry}/{repository}@{digest} after a push: {why}",
                 registry=upstream.host,
@@ -337,11 +333,7 @@ class PreheatAPI:
                 await self.warmer.warm(upstream, repository, blob)
             except Exception as e:
                 job.state[blob.digest] = "failed"
-                job.errors[blob.digest] = (
-                    f"{e.message}: {e.detail}"
-                    if isinstance(e, errors.RegistryError)
-                    else reason(e)
-                )
+                job.errors[blob.digest] = _why(e)
                 self.log.warn(
                     "preheat of {digest} failed: {why}",
                     digest=blob.digest,
@@ -395,3 +387,10 @@ async def _all(coroutines) -> None:
     for ok, result in results:
         if not ok:
             result.raiseException()
+
+
+def _why(e: Exception) -> str:
+    """A failure in one line: an origin's OCI error with its detail, or the cause."""
+    if isinstance(e, errors.RegistryError):
+        return f"{e.message}: {e.detail}"
+    return reason(e)
